@@ -1,0 +1,400 @@
+"""Stage 0: the modality generators of a recipe, trained on the Shapes World.
+
+Sub-stages run in this order, each resumable from ``run_dir/generators/<name>``:
+
+* ``vae``       image AutoencoderKL, 64×64×3 → 8×8 latents, per-channel latents normalised
+* ``image``     caption encoder + image UNet (StableDiffusionPipeline)
+* ``video``     MotionAdapter over the frozen image UNet (AnimateDiffPipeline)
+* ``audio_vae`` AutoencoderKL over the 64×64 log-mel
+* ``audio``     caption encoder + audio UNet (AnyGenAudioPipeline with a Griffin-Lim vocoder)
+
+Each sub-stage exports its component(s) to ``run_dir/generators/<name>/final``;
+finished pipelines are written to ``output_dir/{image,video,audio}_generator``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AnimateDiffPipeline,
+    AutoencoderKL,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    MotionAdapter,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+    UNetMotionModel,
+)
+from diffusers.training_utils import EMAModel
+from transformers import CLIPTextModel, PreTrainedTokenizerFast
+
+from ..errors import AnyGenInputError
+from ..models.generators import build_motion_adapter, build_unet, build_vae, fold_latent_normalisation
+from ..models.text_encoder import build_caption_encoder, build_caption_tokenizer
+from ..world import spec
+from ..world.datasets import AudioCaptionDataset, ImageCaptionDataset, VideoCaptionDataset
+from ..world.scenes import sample_clip, sample_scene, sample_sound
+from .common import adamw_with_schedule, make_accelerator, step_rng, to_uint8
+from .loop import train
+from .recipe import Recipe, take
+
+SUBSTAGES = ("vae", "image", "video", "audio_vae", "audio")
+
+VAE_DEFAULTS = dict(
+    block_out_channels=[8, 16, 32, 64],
+    latent_channels=8,
+    layers_per_block=1,
+    norm_num_groups=8,
+    steps=1200,
+    batch_size=32,
+    lr=2e-3,
+    warmup=50,
+    foreground_weight=10.0,
+    kl_weight=1e-5,
+    checkpoint_every=200,
+    validate_every=400,
+    validate_samples=256,
+)
+ENCODER_DEFAULTS = dict(max_length=24, hidden_size=64, num_layers=2, num_heads=2)
+UNET_DEFAULTS = dict(
+    block_out_channels=[64, 128],
+    layers_per_block=1,
+    attention_head_dim=8,
+    norm_num_groups=32,
+    steps=4000,
+    batch_size=64,
+    lr=5e-4,
+    warmup=200,
+    caption_dropout=0.1,
+    ema_decay=0.999,
+    video_frame_fraction=0.0,
+    two_object_prob=0.3,
+    checkpoint_every=500,
+    validate_every=1000,
+    validate_samples=64,
+    num_inference_steps=20,
+    guidance_scale=4.0,
+)
+MOTION_DEFAULTS = dict(
+    motion_layers_per_block=1,
+    motion_num_attention_heads=4,
+    motion_norm_num_groups=32,
+    steps=3000,
+    batch_size=8,
+    lr=5e-4,
+    warmup=100,
+    caption_dropout=0.1,
+    ema_decay=0.999,
+    checkpoint_every=250,
+    validate_every=1000,
+    validate_samples=32,
+    num_inference_steps=20,
+    guidance_scale=4.0,
+)
+SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
+
+
+def parse_substages(stage: str) -> list[str]:
+    """``"generators"`` → all; ``"generators:vae,image"`` → those, in dependency order."""
+    if stage == "generators":
+        return list(SUBSTAGES)
+    names = stage.split(":", 1)[1].split(",") if ":" in stage else []
+    unknown = [n for n in names if n not in SUBSTAGES]
+    if not names or unknown:
+        raise AnyGenInputError(f"`--stage`: expected 'generators' or 'generators:<names>' with names from {SUBSTAGES}, got {stage!r}")
+    return [s for s in SUBSTAGES if s in names]
+
+
+def train_generators(recipe: Recipe, stage: str = "generators", resume: bool = True, max_steps: int | None = None) -> dict:
+    """Train the selected generator sub-stages of ``recipe``; returns their figures by name."""
+    figures = {}
+    for name in parse_substages(stage):
+        t0 = time.time()
+        figures[name] = _SUBSTAGE_FNS[name](recipe, resume=resume, max_steps=max_steps)
+        figures[name]["wall_seconds_this_run"] = round(time.time() - t0, 1)
+        _append_report(recipe, name, figures[name])
+    return figures
+
+
+def _append_report(recipe: Recipe, name: str, figures: dict) -> None:
+    path = recipe.run_dir / "generators" / "report.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"substage": name, **figures}) + "\n")
+
+
+def _dir(recipe: Recipe, name: str) -> Path:
+    return recipe.run_dir / "generators" / name
+
+
+def _steps(cfg: dict, max_steps: int | None) -> int:
+    return min(cfg["steps"], max_steps) if max_steps else cfg["steps"]
+
+
+# ----------------------------------------------------------------------------- judged validation
+
+
+def judge_accuracy(kind: str, outputs, media) -> dict:
+    """Fraction of outputs whose every requested attribute the judges recover, plus per-attribute rates."""
+    from ..eval.judges import judge_image, judge_mel, judge_video
+    from ..eval.metrics import judged_matches
+
+    judge = {"image": judge_image, "video": judge_video, "audio": judge_mel}[kind]
+    per_attr: dict[str, list[bool]] = {}
+    all_ok = []
+    for out, medium in zip(outputs, media):
+        m = judged_matches(judge(out), medium)
+        for k, v in m.items():
+            per_attr.setdefault(k, []).append(bool(v))
+        all_ok.append(all(m.values()))
+    res = {f"acc_{k}": round(float(np.mean(v)), 4) for k, v in per_attr.items()}
+    res["acc_all"] = round(float(np.mean(all_ok)), 4) if all_ok else 0.0
+    return res
+
+
+# ----------------------------------------------------------------------------- image VAE
+
+
+def _vae_batch(ds, step: int, batch_size: int):
+    items = [ds[step * batch_size + j] for j in range(batch_size)]
+    x = torch.stack([it["pixel_values"] for it in items])
+    bg = torch.tensor([spec.BACKGROUNDS[it["scene"].bg] for it in items], dtype=torch.float32).view(-1, 3, 1, 1) / 127.5 - 1
+    fg = ((x - bg).abs().sum(1, keepdim=True) > 1e-3).float()  # (batch, 1, H, W): shape pixels
+    return x, fg, items
+
+
+def train_image_vae(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
+    cfg = take(recipe.sections.get("generators", {}).get("image_vae", {}), VAE_DEFAULTS, "generators.image_vae")
+    return _train_vae(recipe, cfg, "vae", modality="image", resume=resume, max_steps=max_steps)
+
+
+def _train_vae(recipe: Recipe, cfg: dict, name: str, modality: str, resume: bool, max_steps: int | None) -> dict:
+    steps, bs = _steps(cfg, max_steps), cfg["batch_size"]
+    accelerator = make_accelerator(recipe.seed)
+    in_channels = 3 if modality == "image" else 1
+    vae = build_vae(
+        in_channels=in_channels,
+        block_out_channels=cfg["block_out_channels"],
+        latent_channels=cfg["latent_channels"],
+        layers_per_block=cfg["layers_per_block"],
+        norm_num_groups=cfg["norm_num_groups"],
+    )
+    opt, sched = adamw_with_schedule(vae.parameters(), cfg["lr"], steps, cfg["warmup"])
+    vae, opt, sched = accelerator.prepare(vae, opt, sched)
+    if modality == "image":
+        ds = ImageCaptionDataset("train", size=steps * bs, seed=recipe.seed)
+        val = ImageCaptionDataset("val", size=cfg["validate_samples"], seed=recipe.seed + 1)
+    else:
+        ds = AudioCaptionDataset("train", size=steps * bs, seed=recipe.seed)
+        val = AudioCaptionDataset("val", size=cfg["validate_samples"], seed=recipe.seed + 1)
+
+    def batch(step):
+        if modality == "image":
+            return _vae_batch(ds, step, bs)
+        items = [ds[step * bs + j] for j in range(bs)]
+        x = torch.stack([mel_to_vae_input(it["mel"]) for it in items])
+        fg = (x > x.amin(dim=(2, 3), keepdim=True) + 0.5).float()  # sounding time-frequency cells
+        return x, fg, items
+
+    def loss_fn(step):
+        x, fg, _ = batch(step)
+        post = vae.encode(x).latent_dist
+        y = vae.decode(post.sample()).sample
+        w = 1 + cfg["foreground_weight"] * fg
+        rec = ((y - x) ** 2 * w).mean() + ((y - x).abs() * w).mean()
+        kl = post.kl().mean() / (cfg["latent_channels"] * 64)
+        return rec + cfg["kl_weight"] * kl, {"rec": round(rec.item(), 5), "kl": round(kl.item(), 4)}
+
+    @torch.no_grad()
+    def validate(step):
+        model = accelerator.unwrap_model(vae)
+        items = [val[i] for i in range(len(val))]
+        if modality == "image":
+            x = torch.stack([it["pixel_values"] for it in items])
+            y = model.decode(model.encode(x).latent_dist.mode()).sample
+            return {f"val_{k}": v for k, v in judge_accuracy("image", to_uint8(y), [it["scene"] for it in items]).items()}
+        x = torch.stack([mel_to_vae_input(it["mel"]) for it in items])
+        y = model.decode(model.encode(x).latent_dist.mode()).sample
+        mels = vae_output_to_mel(y)
+        return {f"val_{k}": v for k, v in judge_accuracy("audio", list(mels), [it["sound"] for it in items]).items()}
+
+    state = train(
+        name=f"generators:{name}",
+        accelerator=accelerator,
+        models=[vae],
+        optimizer=opt,
+        scheduler=sched,
+        loss_fn=loss_fn,
+        steps=steps,
+        ckpt_dir=_dir(recipe, name),
+        checkpoint_every=cfg["checkpoint_every"],
+        validate=validate,
+        validate_every=cfg["validate_every"],
+        resume=resume,
+    )
+    model = accelerator.unwrap_model(vae).eval()
+    figures = validate(steps)
+    # Normalise latents per channel so the UNet sees zero-mean, unit-variance inputs.
+    with torch.no_grad():
+        zs = []
+        for step in range(8):
+            x, _, _ = batch(step)
+            zs.append(model.encode(x).latent_dist.mode())
+        z = torch.cat(zs)
+        mean, std = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
+        fold_latent_normalisation(model, mean, std)
+        z2 = torch.cat([model.encode(batch(s)[0]).latent_dist.mode() for s in range(2)])
+    figures.update(
+        steps=state.step,
+        train_seconds=round(state.seconds, 1),
+        latent_mean_before=[round(v, 3) for v in mean.tolist()],
+        latent_std_before=[round(v, 3) for v in std.tolist()],
+        latent_std_after=round(z2.std().item(), 3),
+    )
+    if accelerator.is_main_process:
+        model.save_pretrained(_dir(recipe, name) / "final")
+    accelerator.print(f"[generators:{name}] {json.dumps(figures)}")
+    return figures
+
+
+# ----------------------------------------------------------------------------- mel <-> VAE input
+
+MEL_MEAN, MEL_STD = -5.0, 4.0  # log-mel spans [log 1e-5, ~5]; this maps it to about [-1.6, 2.5]
+
+
+def mel_to_vae_input(mel: torch.Tensor) -> torch.Tensor:
+    """(…, 64 mels, 64 frames) log-mel → (…, 1, 64 frames, 64 mels) normalised, AudioLDM's (time, mel) layout."""
+    x = (mel.float() - MEL_MEAN) / MEL_STD
+    x = x.transpose(-1, -2)
+    return x if x.dim() == 4 else x.unsqueeze(-3)
+
+
+def vae_output_to_mel(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`mel_to_vae_input`: (B, 1, T, M) → (B, M, T) log-mel."""
+    return (x.float()[:, 0] * MEL_STD + MEL_MEAN).transpose(-1, -2)
+
+
+# ----------------------------------------------------------------------------- caption-conditioned UNets
+
+
+def _encode_captions(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids.to(text_encoder.device))[0]  # (batch, L, D): the per-token conditioning
+
+
+def _drop(captions: list[str], rng, p: float) -> list[str]:
+    # Classifier-free guidance: the unconditional prompt of StableDiffusionPipeline is "".
+    return ["" if rng.random() < p else c for c in captions]
+
+
+def _load_final(recipe: Recipe, name: str, cls):
+    path = _dir(recipe, name) / "final"
+    if not path.exists():
+        raise AnyGenInputError(f"Sub-stage `{name}` has not finished ({path} missing): run `--stage generators:{name}` first")
+    return cls.from_pretrained(path)
+
+
+def train_image_unet(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
+    gen = recipe.sections.get("generators", {})
+    cfg = take(gen.get("image_unet", {}), UNET_DEFAULTS, "generators.image_unet")
+    enc_cfg = take(gen.get("caption_encoder", {}), ENCODER_DEFAULTS, "generators.caption_encoder")
+    steps, bs = _steps(cfg, max_steps), cfg["batch_size"]
+    accelerator = make_accelerator(recipe.seed + 1)
+    vae = _load_final(recipe, "vae", AutoencoderKL).eval().requires_grad_(False)
+    tokenizer = build_caption_tokenizer(enc_cfg["max_length"])
+    text_encoder = build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
+    unet = build_unet(
+        vae.config.latent_channels,
+        enc_cfg["hidden_size"],
+        cfg["block_out_channels"],
+        cfg["layers_per_block"],
+        cfg["attention_head_dim"],
+        cfg["norm_num_groups"],
+    )
+    noise_scheduler = DDPMScheduler(**SCHEDULER)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt, sched = adamw_with_schedule(params, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
+    unet, text_encoder, opt, sched = accelerator.prepare(unet, text_encoder, opt, sched)
+    ema_unet = EMAModel(unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
+    ema_text = EMAModel(text_encoder.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
+    n_video = int(round(bs * cfg["video_frame_fraction"]))
+    images = ImageCaptionDataset("train", size=steps * bs, seed=recipe.seed, two_object_prob=cfg["two_object_prob"])
+    clips = VideoCaptionDataset("train", size=max(1, steps * n_video), seed=recipe.seed)
+
+    def loss_fn(step):
+        rng = step_rng(recipe.seed, step, salt=1)
+        items = [images[step * bs + j] for j in range(bs - n_video)]
+        x = [it["pixel_values"] for it in items]
+        captions = [it["caption"] for it in items]
+        for j in range(n_video):  # single frames of clips teach the spatial layers the video captions
+            clip = clips[step * n_video + j]
+            x.append(clip["pixel_values"][rng.randrange(spec.NUM_FRAMES)])
+            captions.append(clip["caption"])
+        with torch.no_grad():
+            latents = vae.encode(torch.stack(x).to(accelerator.device)).latent_dist.sample()
+        cond = _encode_captions(tokenizer, text_encoder, _drop(captions, rng, cfg["caption_dropout"]))
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
+        pred = unet(noise_scheduler.add_noise(latents, noise, t), t, cond).sample
+        return F.mse_loss(pred, noise), {}
+
+    def after_step(step):
+        ema_unet.step(unet.parameters())
+        ema_text.step(text_encoder.parameters())
+
+    def export_pipeline():
+        u = build_unet(vae.config.latent_channels, enc_cfg["hidden_size"], cfg["block_out_channels"], cfg["layers_per_block"],
+                       cfg["attention_head_dim"], cfg["norm_num_groups"])
+        te = build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
+        ema_unet.copy_to(u.parameters())
+        ema_text.copy_to(te.parameters())
+        return StableDiffusionPipeline(
+            vae=vae, text_encoder=te.eval(), tokenizer=tokenizer, unet=u.eval(),
+            scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+
+    @torch.no_grad()
+    def validate(step):
+        pipe = export_pipeline()
+        return {f"val_{k}": v for k, v in evaluate_image_pipeline(pipe, cfg["validate_samples"], recipe.seed, cfg).items()}
+
+    state = train(
+        name="generators:image", accelerator=accelerator, models=[unet, text_encoder], optimizer=opt, scheduler=sched,
+        loss_fn=loss_fn, steps=steps, ckpt_dir=_dir(recipe, "image"), checkpoint_every=cfg["checkpoint_every"],
+        extra_state=[ema_unet, ema_text], after_step=after_step, validate=validate, validate_every=cfg["validate_every"],
+        resume=resume,
+    )
+    pipe = export_pipeline()
+    figures = {"steps": state.step, "train_seconds": round(state.seconds, 1)}
+    if accelerator.is_main_process:
+        pipe.save_pretrained(_dir(recipe, "image") / "final")
+        pipe.save_pretrained(recipe.output_dir / "image_generator")
+    return figures
+
+
+def evaluate_image_pipeline(pipe, n: int, seed: int, cfg: dict, split: str = "val", n_objects: int = 1) -> dict:
+    """Generate ``n`` images from canonical captions of ``split`` and judge them."""
+    import random
+
+    rng = random.Random(seed + 12345)
+    scenes = [sample_scene(rng, split, n_objects=n_objects) for _ in range(n)]
+    pipe.set_progress_bar_config(disable=True)
+    out = []
+    for i in range(0, n, 16):
+        chunk = scenes[i : i + 16]
+        res = pipe(
+            [s.caption() for s in chunk], num_inference_steps=cfg["num_inference_steps"], guidance_scale=cfg["guidance_scale"],
+            height=64, width=64, output_type="np", generator=torch.Generator().manual_seed(seed + i),
+        ).images
+        out.extend((res * 255).round().astype(np.uint8))
+    return judge_accuracy("image", out, scenes)
+
+
+_SUBSTAGE_FNS = {"vae": train_image_vae, "image": train_image_unet}
