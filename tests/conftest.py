@@ -1,5 +1,11 @@
 import os
 
+# Triton's interpreter must be chosen before triton is first imported: triton.language's own @jit helpers
+# (tl.sum, tl.max, ...) are decorated at import, and `import diffusers` / `import transformers` import
+# triton. Any test module may import those first, so the switch lives here, in the first file pytest loads.
+# It only matters to code that launches Triton kernels (anygen.kernels under ANYGEN_KERNELS=triton on CPU).
+os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 import torch
 

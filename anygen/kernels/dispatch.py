@@ -52,6 +52,27 @@ def _check_mode(mode: str, where: str) -> str:
     return mode
 
 
+def kernels_option(value: str | bool | None) -> str | None:
+    """Parse the ``kernels`` switch of a recipe (``kernels = "auto"``) or of the CLI (``--kernels auto``).
+
+    Args:
+        value: ``"off"``, ``False`` or ``None`` (leave the models unpatched); ``True`` (same as ``"auto"``);
+            or a mode, ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        None when the kernels stay off, else the mode to run them in.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "auto"
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    if not isinstance(value, str):
+        raise AnyGenInputError(f"`kernels` must be 'off', 'auto', 'torch', 'triton' or a bool, got {value!r}")
+    return _check_mode(value, "`kernels`")
+
+
 def kernels_mode() -> str:
     """The active mode: ``"auto"``, ``"torch"`` or ``"triton"``.
 
@@ -157,7 +178,17 @@ def jit_kernels(module_globals: dict, *fns: Callable) -> list:
     """
     import triton
     import triton.language as language
+    from triton.runtime.interpreter import InterpretedFunction
 
+    # triton.language's own @jit helpers (tl.sum, tl.max, ...) were decorated when triton was first imported,
+    # compiled or interpreted by TRITON_INTERPRET *then*; a kernel of the other kind cannot call them.
+    stdlib_interpreted = isinstance(language.standard.sum, InterpretedFunction)
+    if stdlib_interpreted != bool(interpret_enabled()):
+        raise KernelUnavailableError(
+            f"TRITON_INTERPRET is {'set' if interpret_enabled() else 'unset'} now but was "
+            f"{'set' if stdlib_interpreted else 'unset'} when triton was first imported (diffusers and transformers "
+            "import it): set TRITON_INTERPRET=1 before anything imports triton, e.g. at the top of conftest.py"
+        )
     module_globals["tl"] = language
     return [triton.jit(fn) for fn in fns]
 

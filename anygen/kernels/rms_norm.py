@@ -4,10 +4,11 @@
 the normalised row rounded to the input dtype *before* the weight multiply,
 exactly like ``transformers``' ``LlamaRMSNorm`` (Liger's ``casting_mode="llama"``).
 
-Eager PyTorch runs this as 6 kernels (to(fp32), pow, mean, add+rsqrt, mul,
-to(dtype), mul) each reading and writing the (tokens, hidden) tensor; the
-fused forward reads x once and writes y once, and keeps 1/rms per row (4 bytes)
-for the backward. The backward reads x and dy once, writes dx once, and
+Eager PyTorch runs it as a chain of kernels (to(fp32), pow, mean, add,
+rsqrt, mul, to(dtype), mul) that moves ~36 bytes per bf16 element through
+float32 intermediates; the fused forward reads x once and writes y once
+(4 bytes per element, 9x fewer) and keeps 1/rms per row (4 bytes) for the
+backward. The backward reads x and dy once, writes dx once, and
 reduces dw through per-program partial sums (one program per SM loops over
 rows, so dw costs (SMs x hidden) float32 instead of (tokens x hidden)).
 
@@ -92,8 +93,8 @@ def _launch_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
     block_n = next_power_of_2(n_cols)
     if block_n > 65536:
         raise ValueError(f"rms_norm: hidden size {n_cols} > 65536 does not fit one program's registers")
-    # ~4096 elements per tile (32 float32 registers per thread at 4 warps); wide rows get more warps:
-    # 8 up to 8192 columns (a 7B row: 16 bf16 per thread), 16 beyond.
+    # ~4096 elements per tile: 32 float32 registers per thread at 4 warps (a 7B row is one 4096-wide tile);
+    # wider rows (70B: 8192) get 8 warps and beyond that 16, to stay at <= 32 values per thread.
     block_m = min(max(1, 4096 // block_n), next_power_of_2(max(n_rows, 1)))
     num_warps = 4 if block_n <= 4096 else 8 if block_n <= 8192 else 16
     return block_m, block_n, num_warps

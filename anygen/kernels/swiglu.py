@@ -5,7 +5,7 @@ the product as two kernels and keeps silu(a) alive for the backward; the fused
 forward reads a and b once and writes c once (3 tensor passes instead of 5),
 and the backward recomputes sigmoid(a) from a instead of storing silu(a)
 (Liger's trade: one (tokens, 11008) tensor less per layer for a 7B model,
-176 MB at 4096 bf16 tokens).
+90 MB at 4096 bf16 tokens: 4096 x 11008 x 2 bytes).
 
 Cost, for a and b of n elements of size e:
   forward:  bytes = 3*n*e,  FLOPs ~ 5*n (sigmoid counted as 3)
@@ -32,7 +32,9 @@ def _swiglu_fwd_kernel(A, B, C, n, BLOCK: tl.constexpr):
     a = tl.load(A + offs, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(B + offs, mask=mask, other=0.0).to(tl.float32)
     # silu(a) is rounded to a's dtype before the product, as eager `F.silu(a) * b` does.
-    silu_a = (a * tl.sigmoid(a)).to(A.dtype.element_ty).to(tl.float32)
+    # silu(a) = a * sigmoid(a), written out: tl.sigmoid is a @jit helper that the interpreter re-patches
+    # triton.language for on every call (~4 ms each); compiled, both are the same ex2 + rcp.
+    silu_a = (a / (1.0 + tl.exp(-a))).to(A.dtype.element_ty).to(tl.float32)
     tl.store(C + offs, (silu_a * b).to(C.dtype.element_ty), mask=mask)
 
 
@@ -43,7 +45,7 @@ def _swiglu_bwd_kernel(DC, A, B, DA, DB, n, BLOCK: tl.constexpr):
     dc = tl.load(DC + offs, mask=mask, other=0.0).to(tl.float32)
     a = tl.load(A + offs, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(B + offs, mask=mask, other=0.0).to(tl.float32)
-    sig = tl.sigmoid(a)  # recomputed: 1 exp per element is cheaper than storing and re-reading silu(a)
+    sig = 1.0 / (1.0 + tl.exp(-a))  # recomputed: 1 exp per element is cheaper than storing and re-reading silu(a)
     silu_a = a * sig
     db = dc * silu_a.to(A.dtype.element_ty).to(tl.float32)
     # d silu(a) / da = sig * (1 + a * (1 - sig))

@@ -56,6 +56,8 @@ VAE_DEFAULTS = dict(
     lr=2e-3,
     warmup=50,
     foreground_weight=10.0,
+    edge_weight=20.0,
+    palette_ce_weight=0.1,
     kl_weight=1e-5,
     checkpoint_every=200,
     validate_every=400,
@@ -97,7 +99,9 @@ MOTION_DEFAULTS = dict(
     num_inference_steps=20,
     guidance_scale=4.0,
 )
-SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
+# DDPM's linear betas, not SD's scaled_linear: at t = 999 scaled_linear keeps 6.8 % of the signal, so sampling from
+# pure noise mis-states the mean colour (our background); linear keeps 0.6 %. 8×8 latents need no SNR shift.
+SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02, steps_offset=1)
 
 
 def parse_substages(stage: str) -> list[str]:
@@ -169,6 +173,15 @@ def _vae_batch(ds, step: int, batch_size: int):
     return x, fg, items
 
 
+_PALETTE = torch.tensor(list(spec.COLORS.values()) + list(spec.BACKGROUNDS.values()), dtype=torch.float32) / 127.5 - 1
+
+
+def _palette_logits(img: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] → (B, K, H, W) logits: negative squared distance to each palette colour."""
+    d = (img.permute(0, 2, 3, 1).unsqueeze(-2) - _PALETTE.to(img.device)).pow(2).sum(-1)  # (B, H, W, K)
+    return (-d / temperature).permute(0, 3, 1, 2)
+
+
 def train_image_vae(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
     cfg = take(recipe.sections.get("generators", {}).get("image_vae", {}), VAE_DEFAULTS, "generators.image_vae")
     return _train_vae(recipe, cfg, "vae", modality="image", resume=resume, max_steps=max_steps)
@@ -194,11 +207,11 @@ def _train_vae(recipe: Recipe, cfg: dict, name: str, modality: str, resume: bool
         ds = AudioCaptionDataset("train", size=steps * bs, seed=recipe.seed)
         val = AudioCaptionDataset("val", size=cfg["validate_samples"], seed=recipe.seed + 1)
 
-    def batch(step):
+    def batch(step, source=ds):
         if modality == "image":
-            return _vae_batch(ds, step, bs)
-        items = [ds[step * bs + j] for j in range(bs)]
-        x = torch.stack([mel_to_vae_input(it["mel"]) for it in items])
+            return _vae_batch(source, step, bs)
+        items = [source[step * bs + j] for j in range(bs)]
+        x = mel_to_vae_input(torch.stack([it["mel"] for it in items]))
         fg = (x > x.amin(dim=(2, 3), keepdim=True) + 0.5).float()  # sounding time-frequency cells
         return x, fg, items
 
@@ -206,10 +219,19 @@ def _train_vae(recipe: Recipe, cfg: dict, name: str, modality: str, resume: bool
         x, fg, _ = batch(step)
         post = vae.encode(x).latent_dist
         y = vae.decode(post.sample()).sample
-        w = 1 + cfg["foreground_weight"] * fg
+        # Shapes cover ~5 % of the pixels and their outline decides the judged shape: weight both up.
+        edge = F.max_pool2d(fg, 3, 1, 1) + F.max_pool2d(-fg, 3, 1, 1)  # dilation - erosion: a 2-px outline band
+        w = 1 + cfg["foreground_weight"] * fg + cfg["edge_weight"] * edge
         rec = ((y - x) ** 2 * w).mean() + ((y - x).abs() * w).mean()
+        logs = {"rec": round(rec.item(), 5)}
+        if modality == "image" and cfg["palette_ce_weight"] > 0:
+            # Cross-entropy over the world's palette: an in-between colour on an edge costs as much as a wrong one.
+            ce = (F.cross_entropy(_palette_logits(y), _palette_logits(x).argmax(1), reduction="none") * w[:, 0]).mean()
+            rec = rec + cfg["palette_ce_weight"] * ce
+            logs["ce"] = round(ce.item(), 5)
         kl = post.kl().mean() / (cfg["latent_channels"] * 64)
-        return rec + cfg["kl_weight"] * kl, {"rec": round(rec.item(), 5), "kl": round(kl.item(), 4)}
+        logs["kl"] = round(kl.item(), 4)
+        return rec + cfg["kl_weight"] * kl, logs
 
     @torch.no_grad()
     def validate(step):
@@ -219,7 +241,7 @@ def _train_vae(recipe: Recipe, cfg: dict, name: str, modality: str, resume: bool
             x = torch.stack([it["pixel_values"] for it in items])
             y = model.decode(model.encode(x).latent_dist.mode()).sample
             return {f"val_{k}": v for k, v in judge_accuracy("image", to_uint8(y), [it["scene"] for it in items]).items()}
-        x = torch.stack([mel_to_vae_input(it["mel"]) for it in items])
+        x = mel_to_vae_input(torch.stack([it["mel"] for it in items]))
         y = model.decode(model.encode(x).latent_dist.mode()).sample
         mels = vae_output_to_mel(y)
         return {f"val_{k}": v for k, v in judge_accuracy("audio", list(mels), [it["sound"] for it in items]).items()}
@@ -241,15 +263,13 @@ def _train_vae(recipe: Recipe, cfg: dict, name: str, modality: str, resume: bool
     model = accelerator.unwrap_model(vae).eval()
     figures = validate(steps)
     # Normalise latents per channel so the UNet sees zero-mean, unit-variance inputs.
+    stats_cls = ImageCaptionDataset if modality == "image" else AudioCaptionDataset
+    stats = stats_cls("train", size=8 * bs, seed=recipe.seed + 2)
     with torch.no_grad():
-        zs = []
-        for step in range(8):
-            x, _, _ = batch(step)
-            zs.append(model.encode(x).latent_dist.mode())
-        z = torch.cat(zs)
+        z = torch.cat([model.encode(batch(s, stats)[0]).latent_dist.mode() for s in range(8)])
         mean, std = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
         fold_latent_normalisation(model, mean, std)
-        z2 = torch.cat([model.encode(batch(s)[0]).latent_dist.mode() for s in range(2)])
+        z2 = torch.cat([model.encode(batch(s, stats)[0]).latent_dist.mode() for s in range(2)])
     figures.update(
         steps=state.step,
         train_seconds=round(state.seconds, 1),
@@ -397,4 +417,221 @@ def evaluate_image_pipeline(pipe, n: int, seed: int, cfg: dict, split: str = "va
     return judge_accuracy("image", out, scenes)
 
 
-_SUBSTAGE_FNS = {"vae": train_image_vae, "image": train_image_unet}
+# ----------------------------------------------------------------------------- video: AnimateDiff motion adapter
+
+
+def _load_image_generator(recipe: Recipe) -> StableDiffusionPipeline:
+    path = _dir(recipe, "image") / "final"
+    if not path.exists():
+        raise AnyGenInputError(f"Sub-stage `image` has not finished ({path} missing): run `--stage generators:image` first")
+    return StableDiffusionPipeline.from_pretrained(path)
+
+
+def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
+    cfg = take(recipe.sections.get("generators", {}).get("motion_adapter", {}), MOTION_DEFAULTS, "generators.motion_adapter")
+    steps, bs = _steps(cfg, max_steps), cfg["batch_size"]
+    accelerator = make_accelerator(recipe.seed + 2)
+    image_pipe = _load_image_generator(recipe)
+    vae, tokenizer = image_pipe.vae.requires_grad_(False), image_pipe.tokenizer
+    text_encoder = image_pipe.text_encoder.requires_grad_(False)
+    adapter = build_motion_adapter(
+        image_pipe.unet.config.block_out_channels,
+        cfg["motion_layers_per_block"],
+        cfg["motion_num_attention_heads"],
+        cfg["motion_norm_num_groups"],
+    )
+    unet = UNetMotionModel.from_unet2d(image_pipe.unet, adapter)
+    unet.freeze_unet2d_params()  # AnimateDiff: only the motion modules learn
+    noise_scheduler = DDPMScheduler(**SCHEDULER)
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    opt, sched = adamw_with_schedule(trainable, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
+    unet, opt, sched = accelerator.prepare(unet, opt, sched)
+    ema = EMAModel(trainable, decay=cfg["ema_decay"], use_ema_warmup=True)
+    clips = VideoCaptionDataset("train", size=steps * bs, seed=recipe.seed)
+    num_frames = spec.NUM_FRAMES
+
+    def loss_fn(step):
+        rng = step_rng(recipe.seed, step, salt=2)
+        items = [clips[step * bs + j] for j in range(bs)]
+        frames = torch.stack([it["pixel_values"] for it in items])  # (batch, frames, 3, H, W)
+        with torch.no_grad():
+            z = vae.encode(frames.flatten(0, 1).to(accelerator.device)).latent_dist.sample()
+            cond = _encode_captions(tokenizer, text_encoder, _drop([it["caption"] for it in items], rng, cfg["caption_dropout"]))
+        z = z.view(bs, num_frames, *z.shape[1:]).transpose(1, 2)  # (batch, C, frames, h, w): UNetMotionModel layout
+        noise = torch.randn_like(z)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), device=z.device)
+        # UNetMotionModel folds frames into the batch; like AnimateDiffPipeline, repeat the caption per frame.
+        cond = cond.repeat_interleave(num_frames, dim=0)
+        pred = unet(noise_scheduler.add_noise(z, noise, t), t, cond).sample
+        return F.mse_loss(pred, noise), {}
+
+    def after_step(step):
+        ema.step([p for p in accelerator.unwrap_model(unet).parameters() if p.requires_grad])
+
+    def export_pipeline() -> AnimateDiffPipeline:
+        motion = accelerator.unwrap_model(unet)
+        trained = [p for p in motion.parameters() if p.requires_grad]
+        ema.store(trained)
+        ema.copy_to(trained)
+        adapter_out = build_motion_adapter(
+            image_pipe.unet.config.block_out_channels, cfg["motion_layers_per_block"], cfg["motion_num_attention_heads"],
+            cfg["motion_norm_num_groups"],
+        )
+        adapter_out.load_state_dict(_motion_state(motion), strict=True)
+        ema.restore(trained)
+        return AnimateDiffPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=image_pipe.unet, motion_adapter=adapter_out.eval(),
+            scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
+        )
+
+    @torch.no_grad()
+    def validate(step):
+        return {f"val_{k}": v for k, v in evaluate_video_pipeline(export_pipeline(), cfg["validate_samples"], recipe.seed, cfg).items()}
+
+    state = train(
+        name="generators:video", accelerator=accelerator, models=[unet], optimizer=opt, scheduler=sched, loss_fn=loss_fn,
+        steps=steps, ckpt_dir=_dir(recipe, "video"), checkpoint_every=cfg["checkpoint_every"], extra_state=[ema],
+        after_step=after_step, validate=validate, validate_every=cfg["validate_every"], resume=resume,
+    )
+    pipe = export_pipeline()
+    if accelerator.is_main_process:
+        pipe.motion_adapter.save_pretrained(_dir(recipe, "video") / "final" / "motion_adapter")
+        pipe.save_pretrained(recipe.output_dir / "video_generator")
+    return {"steps": state.step, "train_seconds": round(state.seconds, 1)}
+
+
+def _motion_state(motion_unet: UNetMotionModel) -> dict:
+    """The MotionAdapter weights held inside a UNetMotionModel (as diffusers' ``save_motion_modules`` extracts them)."""
+    return {k: v for k, v in motion_unet.state_dict().items() if "motion_modules" in k}
+
+
+def evaluate_video_pipeline(pipe, n: int, seed: int, cfg: dict, split: str = "val") -> dict:
+    """Generate ``n`` clips from canonical captions of ``split`` and judge them."""
+    import random
+
+    rng = random.Random(seed + 23456)
+    clips = [sample_clip(rng, split) for _ in range(n)]
+    pipe.set_progress_bar_config(disable=True)
+    out = []
+    for i in range(0, n, 8):
+        chunk = clips[i : i + 8]
+        frames = pipe(
+            [c.caption() for c in chunk], num_frames=spec.NUM_FRAMES, num_inference_steps=cfg["num_inference_steps"],
+            guidance_scale=cfg["guidance_scale"], height=64, width=64, output_type="np",
+            generator=torch.Generator().manual_seed(seed + i),
+        ).frames
+        out.extend((np.asarray(frames) * 255).round().astype(np.uint8))
+    return judge_accuracy("video", out, clips)
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+def train_audio_vae(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
+    defaults = {**VAE_DEFAULTS, "block_out_channels": [16, 32, 64, 64], "latent_channels": 8}
+    cfg = take(recipe.sections.get("generators", {}).get("audio_vae", {}), defaults, "generators.audio_vae")
+    return _train_vae(recipe, cfg, "audio_vae", modality="audio", resume=resume, max_steps=max_steps)
+
+
+def _vocoder() -> "GriffinLimVocoder":
+    from ..pipelines.vocoder import GriffinLimVocoder
+
+    m = spec.MEL
+    return GriffinLimVocoder(
+        sampling_rate=spec.SAMPLE_RATE, model_in_dim=m["n_mels"], n_fft=m["n_fft"], hop_length=m["hop_length"],
+        f_min=m["f_min"], f_max=m["f_max"], mel_scale=m["mel_scale"], n_iter=32, input_mean=MEL_MEAN, input_scale=MEL_STD,
+        log_floor=spec.MEL_FLOOR, num_samples=spec.NUM_SAMPLES,
+    )
+
+
+def train_audio_unet(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
+    from ..pipelines.pipeline_audio import AnyGenAudioPipeline
+
+    gen = recipe.sections.get("generators", {})
+    cfg = take(gen.get("audio_unet", {}), UNET_DEFAULTS, "generators.audio_unet")
+    enc_cfg = take(gen.get("caption_encoder", {}), ENCODER_DEFAULTS, "generators.caption_encoder")
+    steps, bs = _steps(cfg, max_steps), cfg["batch_size"]
+    accelerator = make_accelerator(recipe.seed + 3)
+    vae = _load_final(recipe, "audio_vae", AutoencoderKL).eval().requires_grad_(False)
+    tokenizer = build_caption_tokenizer(enc_cfg["max_length"])
+    text_encoder = build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
+    unet_args = (vae.config.latent_channels, enc_cfg["hidden_size"], cfg["block_out_channels"], cfg["layers_per_block"],
+                 cfg["attention_head_dim"], cfg["norm_num_groups"])
+    unet = build_unet(*unet_args)
+    noise_scheduler = DDPMScheduler(**SCHEDULER)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt, sched = adamw_with_schedule(params, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
+    unet, text_encoder, opt, sched = accelerator.prepare(unet, text_encoder, opt, sched)
+    ema_unet = EMAModel(unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
+    ema_text = EMAModel(text_encoder.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
+    sounds = AudioCaptionDataset("train", size=steps * bs, seed=recipe.seed)
+
+    def loss_fn(step):
+        rng = step_rng(recipe.seed, step, salt=3)
+        items = [sounds[step * bs + j] for j in range(bs)]
+        x = mel_to_vae_input(torch.stack([it["mel"] for it in items]))
+        with torch.no_grad():
+            latents = vae.encode(x.to(accelerator.device)).latent_dist.sample()
+        cond = _encode_captions(tokenizer, text_encoder, _drop([it["caption"] for it in items], rng, cfg["caption_dropout"]))
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), device=latents.device)
+        pred = unet(noise_scheduler.add_noise(latents, noise, t), t, cond).sample
+        return F.mse_loss(pred, noise), {}
+
+    def after_step(step):
+        ema_unet.step(unet.parameters())
+        ema_text.step(text_encoder.parameters())
+
+    def export_pipeline():
+        u, te = build_unet(*unet_args), build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
+        ema_unet.copy_to(u.parameters())
+        ema_text.copy_to(te.parameters())
+        return AnyGenAudioPipeline(vae=vae, text_encoder=te.eval(), tokenizer=tokenizer, unet=u.eval(),
+                                   scheduler=DPMSolverMultistepScheduler(**SCHEDULER), vocoder=_vocoder())
+
+    @torch.no_grad()
+    def validate(step):
+        return {f"val_{k}": v for k, v in evaluate_audio_pipeline(export_pipeline(), cfg["validate_samples"], recipe.seed, cfg).items()}
+
+    state = train(
+        name="generators:audio", accelerator=accelerator, models=[unet, text_encoder], optimizer=opt, scheduler=sched,
+        loss_fn=loss_fn, steps=steps, ckpt_dir=_dir(recipe, "audio"), checkpoint_every=cfg["checkpoint_every"],
+        extra_state=[ema_unet, ema_text], after_step=after_step, validate=validate, validate_every=cfg["validate_every"],
+        resume=resume,
+    )
+    pipe = export_pipeline()
+    if accelerator.is_main_process:
+        pipe.save_pretrained(_dir(recipe, "audio") / "final")
+        pipe.save_pretrained(recipe.output_dir / "audio_generator")
+    return {"steps": state.step, "train_seconds": round(state.seconds, 1)}
+
+
+def evaluate_audio_pipeline(pipe, n: int, seed: int, cfg: dict, split: str = "val", vocode: bool = True) -> dict:
+    """Generate ``n`` sounds from canonical captions of ``split`` and judge the vocoded waveforms (or the mels)."""
+    import random
+
+    from ..world.mel import log_mel
+
+    rng = random.Random(seed + 34567)
+    sounds = [sample_sound(rng, split) for _ in range(n)]
+    pipe.set_progress_bar_config(disable=True)
+    mels = []
+    for i in range(0, n, 16):
+        chunk = sounds[i : i + 16]
+        kw = dict(num_inference_steps=cfg["num_inference_steps"], guidance_scale=cfg["guidance_scale"],
+                  generator=torch.Generator().manual_seed(seed + i))
+        if vocode:
+            mels.extend(log_mel(pipe([s.caption() for s in chunk], output_type="pt", **kw).audios))
+        else:
+            latents = pipe([s.caption() for s in chunk], output_type="latent", **kw).audios
+            mels.extend(vae_output_to_mel(pipe.vae.decode(latents).sample))
+    return judge_accuracy("audio", mels, sounds)
+
+
+_SUBSTAGE_FNS = {
+    "vae": train_image_vae,
+    "image": train_image_unet,
+    "video": train_motion_adapter,
+    "audio_vae": train_audio_vae,
+    "audio": train_audio_unet,
+}

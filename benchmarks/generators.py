@@ -1,0 +1,73 @@
+"""Latency of the committed anygen-tiny generators: warm, one sample, 20 steps.
+
+Usage:
+    python benchmarks/generators.py [--weights weights/anygen-tiny] [--threads 2] [--repeats 5]
+
+Prints a table of median seconds per sample next to the issue's bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+BARS = {"image": 0.3, "audio": 0.5, "video": 2.0}
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="weights/anygen-tiny")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from diffusers import AnimateDiffPipeline, StableDiffusionPipeline
+
+    from anygen.pipelines import AnyGenAudioPipeline
+
+    root = Path(args.weights)
+    rows = []
+    kw = dict(num_inference_steps=args.steps)
+    if (root / "image_generator").exists():
+        pipe = StableDiffusionPipeline.from_pretrained(root / "image_generator")
+        pipe.set_progress_bar_config(disable=True)
+        cap = "a small red circle at the top-left on a black background"
+        rows.append(("image", _time(lambda: pipe(cap, height=64, width=64, generator=torch.manual_seed(0), **kw), args.repeats)))
+    if (root / "audio_generator").exists():
+        pipe = AnyGenAudioPipeline.from_pretrained(root / "audio_generator")
+        pipe.set_progress_bar_config(disable=True)
+        rows.append(("audio", _time(lambda: pipe("a beeping buzzy very low tone", generator=torch.manual_seed(0), **kw), args.repeats)))
+    if (root / "video_generator").exists():
+        pipe = AnimateDiffPipeline.from_pretrained(root / "video_generator")
+        pipe.set_progress_bar_config(disable=True)
+        cap = "a small red circle moving left"
+        rows.append(("video", _time(lambda: pipe(cap, num_frames=8, height=64, width=64, generator=torch.manual_seed(0), **kw), args.repeats)))
+    if not rows:
+        print(f"No generators under {root}", file=sys.stderr)
+        return 1
+    print(f"| generator | median s / sample ({args.steps} steps, {args.threads} threads) | bar | ok |")
+    print("|---|---|---|---|")
+    for name, sec in rows:
+        print(f"| {name} | {sec:.3f} | < {BARS[name]} | {'yes' if sec < BARS[name] else 'NO'} |")
+    print(f"\nreproduce: python benchmarks/generators.py --weights {args.weights} --threads {args.threads} --steps {args.steps}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
