@@ -9,6 +9,9 @@ checkpoints plug in ``transformers.SpeechT5HifiGan``.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,6 +21,16 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 
 from .pipeline_output import AudioGenerationOutput
+
+
+_SHIM_MODULE = "pipeline_anygen_audio"
+_SHIM_SOURCE = '''"""Loader shim: `DiffusionPipeline.from_pretrained(this_folder, trust_remote_code=True)` finds AnyGen's audio
+pipeline here. It runs no code of its own; the class comes from the installed `anygen` package."""
+
+from anygen.pipelines.pipeline_audio import AnyGenAudioPipeline
+
+__all__ = ["AnyGenAudioPipeline"]
+'''
 
 
 class AnyGenAudioPipeline(DiffusionPipeline):
@@ -40,6 +53,10 @@ class AnyGenAudioPipeline(DiffusionPipeline):
         >>> out.audios.shape, out.sample_rate
         ((1, 16000), 16000)
         ```
+
+    A saved folder also loads through diffusers' generic entry point, the way custom pipelines do:
+    ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (the folder's
+    ``pipeline_anygen_audio.py`` only imports this class from the installed ``anygen`` package).
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -57,6 +74,23 @@ class AnyGenAudioPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        # The folder's `_class_name` names its loader shim for DiffusionPipeline; the shim is our own installed code.
+        kwargs.setdefault("trust_remote_code", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        super().save_pretrained(save_directory, **kwargs)
+        folder = Path(save_directory)
+        (folder / f"{_SHIM_MODULE}.py").write_text(_SHIM_SOURCE)
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text())
+        index["_class_name"] = [_SHIM_MODULE, type(self).__name__]
+        tmp = index_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        tmp.replace(index_path)
 
     @property
     def sample_rate(self) -> int:

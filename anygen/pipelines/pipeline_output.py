@@ -20,3 +20,24 @@ class AudioGenerationOutput(BaseOutput):
 
     audios: np.ndarray | torch.Tensor
     sample_rate: int
+
+
+@dataclass
+class AnyGenOutput(BaseOutput):
+    """Output of :class:`~anygen.pipelines.pipeline_anygen.AnyGenPipeline`.
+
+    Args:
+        text: the reply; each generated medium appears as its marker ``[IMG]``/``[VID]``/``[AUD]`` where the
+            backbone emitted its signal group (the format of the dialogue data, so a reply can be fed back as
+            an assistant message of a later turn).
+        images: generated images, in reply order.
+        videos: generated videos, each a list of PIL frames.
+        audios: generated sounds, float32 mono waveforms.
+        sample_rate: sample rate of ``audios`` in Hz.
+    """
+
+    text: str
+    images: list
+    videos: list
+    audios: list
+    sample_rate: int

@@ -26,13 +26,10 @@ from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
-    MotionAdapter,
     StableDiffusionPipeline,
-    UNet2DConditionModel,
     UNetMotionModel,
 )
 from diffusers.training_utils import EMAModel
-from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
 from ..errors import AnyGenInputError
 from ..models.generators import build_motion_adapter, build_unet, build_vae, fold_latent_normalisation
@@ -320,44 +317,40 @@ def _load_final(recipe: Recipe, name: str, cls):
     return cls.from_pretrained(path)
 
 
-def train_image_unet(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
-    gen = recipe.sections.get("generators", {})
-    cfg = take(gen.get("image_unet", {}), UNET_DEFAULTS, "generators.image_unet")
-    enc_cfg = take(gen.get("caption_encoder", {}), ENCODER_DEFAULTS, "generators.caption_encoder")
-    steps, bs = _steps(cfg, max_steps), cfg["batch_size"]
-    accelerator = make_accelerator(recipe.seed + 1)
-    vae = _load_final(recipe, "vae", AutoencoderKL).eval().requires_grad_(False)
+def _train_caption_unet(
+    recipe: Recipe, name: str, cfg: dict, vae: AutoencoderKL, salt: int, batch_fn, make_pipeline, evaluate,
+    resume: bool, max_steps: int | None,
+) -> dict:
+    """Caption encoder + UNet2DConditionModel on frozen-VAE latents: the image and audio generators.
+
+    ``batch_fn(step, rng)`` → (VAE inputs, captions); ``make_pipeline(vae, text_encoder, tokenizer, unet)`` wraps
+    the EMA weights in the exported pipeline; ``evaluate(pipe)`` judges its samples.
+    """
+    enc_cfg = take(recipe.sections.get("generators", {}).get("caption_encoder", {}), ENCODER_DEFAULTS, "generators.caption_encoder")
+    steps = _steps(cfg, max_steps)
+    accelerator = make_accelerator(recipe.seed + salt)
     tokenizer = build_caption_tokenizer(enc_cfg["max_length"])
-    text_encoder = build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
-    unet = build_unet(
-        vae.config.latent_channels,
-        enc_cfg["hidden_size"],
-        cfg["block_out_channels"],
-        cfg["layers_per_block"],
-        cfg["attention_head_dim"],
-        cfg["norm_num_groups"],
-    )
+
+    def new_encoder():
+        return build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
+
+    def new_unet():
+        return build_unet(vae.config.latent_channels, enc_cfg["hidden_size"], cfg["block_out_channels"],
+                          cfg["layers_per_block"], cfg["attention_head_dim"], cfg["norm_num_groups"])
+
+    text_encoder, unet = new_encoder(), new_unet()
     noise_scheduler = DDPMScheduler(**SCHEDULER)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt, sched = adamw_with_schedule(params, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
     unet, text_encoder, opt, sched = accelerator.prepare(unet, text_encoder, opt, sched)
     ema_unet = EMAModel(unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
     ema_text = EMAModel(text_encoder.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
-    n_video = int(round(bs * cfg["video_frame_fraction"]))
-    images = ImageCaptionDataset("train", size=steps * bs, seed=recipe.seed, two_object_prob=cfg["two_object_prob"])
-    clips = VideoCaptionDataset("train", size=max(1, steps * n_video), seed=recipe.seed)
 
     def loss_fn(step):
-        rng = step_rng(recipe.seed, step, salt=1)
-        items = [images[step * bs + j] for j in range(bs - n_video)]
-        x = [it["pixel_values"] for it in items]
-        captions = [it["caption"] for it in items]
-        for j in range(n_video):  # single frames of clips teach the spatial layers the video captions
-            clip = clips[step * n_video + j]
-            x.append(clip["pixel_values"][rng.randrange(spec.NUM_FRAMES)])
-            captions.append(clip["caption"])
+        rng = step_rng(recipe.seed, step, salt=salt)
+        x, captions = batch_fn(step, rng)
         with torch.no_grad():
-            latents = vae.encode(torch.stack(x).to(accelerator.device)).latent_dist.sample()
+            latents = vae.encode(x.to(accelerator.device)).latent_dist.sample()
         cond = _encode_captions(tokenizer, text_encoder, _drop(captions, rng, cfg["caption_dropout"]))
         noise = torch.randn_like(latents)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
@@ -369,34 +362,60 @@ def train_image_unet(recipe: Recipe, resume: bool = True, max_steps: int | None 
         ema_text.step(text_encoder.parameters())
 
     def export_pipeline():
-        u = build_unet(vae.config.latent_channels, enc_cfg["hidden_size"], cfg["block_out_channels"], cfg["layers_per_block"],
-                       cfg["attention_head_dim"], cfg["norm_num_groups"])
-        te = build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
+        u, te = new_unet(), new_encoder()
         ema_unet.copy_to(u.parameters())
         ema_text.copy_to(te.parameters())
-        return StableDiffusionPipeline(
-            vae=vae, text_encoder=te.eval(), tokenizer=tokenizer, unet=u.eval(),
-            scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
+        return make_pipeline(vae, te.eval(), tokenizer, u.eval())
 
     @torch.no_grad()
     def validate(step):
-        pipe = export_pipeline()
-        return {f"val_{k}": v for k, v in evaluate_image_pipeline(pipe, cfg["validate_samples"], recipe.seed, cfg).items()}
+        return {f"val_{k}": v for k, v in evaluate(export_pipeline()).items()}
 
     state = train(
-        name="generators:image", accelerator=accelerator, models=[unet, text_encoder], optimizer=opt, scheduler=sched,
-        loss_fn=loss_fn, steps=steps, ckpt_dir=_dir(recipe, "image"), checkpoint_every=cfg["checkpoint_every"],
+        name=f"generators:{name}", accelerator=accelerator, models=[unet, text_encoder], optimizer=opt, scheduler=sched,
+        loss_fn=loss_fn, steps=steps, ckpt_dir=_dir(recipe, name), checkpoint_every=cfg["checkpoint_every"],
         extra_state=[ema_unet, ema_text], after_step=after_step, validate=validate, validate_every=cfg["validate_every"],
         resume=resume,
     )
     pipe = export_pipeline()
-    figures = {"steps": state.step, "train_seconds": round(state.seconds, 1)}
+    figures = {"steps": state.step, "train_seconds": round(state.seconds, 1), **validate(state.step)}
     if accelerator.is_main_process:
-        pipe.save_pretrained(_dir(recipe, "image") / "final")
-        pipe.save_pretrained(recipe.output_dir / "image_generator")
+        pipe.save_pretrained(_dir(recipe, name) / "final")
+        pipe.save_pretrained(recipe.output_dir / f"{name}_generator")
+    accelerator.print(f"[generators:{name}] {json.dumps(figures)}")
     return figures
+
+
+def train_image_unet(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
+    cfg = take(recipe.sections.get("generators", {}).get("image_unet", {}), UNET_DEFAULTS, "generators.image_unet")
+    bs = cfg["batch_size"]
+    steps = _steps(cfg, max_steps)
+    n_video = int(round(bs * cfg["video_frame_fraction"]))
+    images = ImageCaptionDataset("train", size=steps * bs, seed=recipe.seed, two_object_prob=cfg["two_object_prob"])
+    clips = VideoCaptionDataset("train", size=max(1, steps * n_video), seed=recipe.seed)
+
+    def batch_fn(step, rng):
+        items = [images[step * bs + j] for j in range(bs - n_video)]
+        x = [it["pixel_values"] for it in items]
+        captions = [it["caption"] for it in items]
+        for j in range(n_video):  # single frames of clips teach the spatial layers the video captions
+            clip = clips[step * n_video + j]
+            x.append(clip["pixel_values"][rng.randrange(spec.NUM_FRAMES)])
+            captions.append(clip["caption"])
+        return torch.stack(x), captions
+
+    def make_pipeline(vae, text_encoder, tokenizer, unet):
+        return StableDiffusionPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+
+    vae = _load_final(recipe, "vae", AutoencoderKL).eval().requires_grad_(False)
+    return _train_caption_unet(
+        recipe, "image", cfg, vae, 1, batch_fn, make_pipeline,
+        lambda pipe: evaluate_image_pipeline(pipe, cfg["validate_samples"], recipe.seed, cfg), resume, max_steps,
+    )
 
 
 def evaluate_image_pipeline(pipe, n: int, seed: int, cfg: dict, split: str = "val", n_objects: int = 1) -> dict:
@@ -494,10 +513,12 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         after_step=after_step, validate=validate, validate_every=cfg["validate_every"], resume=resume,
     )
     pipe = export_pipeline()
+    figures = {"steps": state.step, "train_seconds": round(state.seconds, 1), **validate(state.step)}
     if accelerator.is_main_process:
         pipe.motion_adapter.save_pretrained(_dir(recipe, "video") / "final" / "motion_adapter")
         pipe.save_pretrained(recipe.output_dir / "video_generator")
-    return {"steps": state.step, "train_seconds": round(state.seconds, 1)}
+    accelerator.print(f"[generators:video] {json.dumps(figures)}")
+    return figures
 
 
 def _motion_state(motion_unet: UNetMotionModel) -> dict:
@@ -533,7 +554,7 @@ def train_audio_vae(recipe: Recipe, resume: bool = True, max_steps: int | None =
     return _train_vae(recipe, cfg, "audio_vae", modality="audio", resume=resume, max_steps=max_steps)
 
 
-def _vocoder() -> "GriffinLimVocoder":
+def _vocoder():
     from ..pipelines.vocoder import GriffinLimVocoder
 
     m = spec.MEL
@@ -547,63 +568,23 @@ def _vocoder() -> "GriffinLimVocoder":
 def train_audio_unet(recipe: Recipe, resume: bool = True, max_steps: int | None = None) -> dict:
     from ..pipelines.pipeline_audio import AnyGenAudioPipeline
 
-    gen = recipe.sections.get("generators", {})
-    cfg = take(gen.get("audio_unet", {}), UNET_DEFAULTS, "generators.audio_unet")
-    enc_cfg = take(gen.get("caption_encoder", {}), ENCODER_DEFAULTS, "generators.caption_encoder")
-    steps, bs = _steps(cfg, max_steps), cfg["batch_size"]
-    accelerator = make_accelerator(recipe.seed + 3)
-    vae = _load_final(recipe, "audio_vae", AutoencoderKL).eval().requires_grad_(False)
-    tokenizer = build_caption_tokenizer(enc_cfg["max_length"])
-    text_encoder = build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
-    unet_args = (vae.config.latent_channels, enc_cfg["hidden_size"], cfg["block_out_channels"], cfg["layers_per_block"],
-                 cfg["attention_head_dim"], cfg["norm_num_groups"])
-    unet = build_unet(*unet_args)
-    noise_scheduler = DDPMScheduler(**SCHEDULER)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt, sched = adamw_with_schedule(params, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
-    unet, text_encoder, opt, sched = accelerator.prepare(unet, text_encoder, opt, sched)
-    ema_unet = EMAModel(unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
-    ema_text = EMAModel(text_encoder.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True)
-    sounds = AudioCaptionDataset("train", size=steps * bs, seed=recipe.seed)
+    cfg = take(recipe.sections.get("generators", {}).get("audio_unet", {}), UNET_DEFAULTS, "generators.audio_unet")
+    bs = cfg["batch_size"]
+    sounds = AudioCaptionDataset("train", size=_steps(cfg, max_steps) * bs, seed=recipe.seed)
 
-    def loss_fn(step):
-        rng = step_rng(recipe.seed, step, salt=3)
+    def batch_fn(step, rng):
         items = [sounds[step * bs + j] for j in range(bs)]
-        x = mel_to_vae_input(torch.stack([it["mel"] for it in items]))
-        with torch.no_grad():
-            latents = vae.encode(x.to(accelerator.device)).latent_dist.sample()
-        cond = _encode_captions(tokenizer, text_encoder, _drop([it["caption"] for it in items], rng, cfg["caption_dropout"]))
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), device=latents.device)
-        pred = unet(noise_scheduler.add_noise(latents, noise, t), t, cond).sample
-        return F.mse_loss(pred, noise), {}
+        return mel_to_vae_input(torch.stack([it["mel"] for it in items])), [it["caption"] for it in items]
 
-    def after_step(step):
-        ema_unet.step(unet.parameters())
-        ema_text.step(text_encoder.parameters())
-
-    def export_pipeline():
-        u, te = build_unet(*unet_args), build_caption_encoder(tokenizer, enc_cfg["hidden_size"], enc_cfg["num_layers"], enc_cfg["num_heads"])
-        ema_unet.copy_to(u.parameters())
-        ema_text.copy_to(te.parameters())
-        return AnyGenAudioPipeline(vae=vae, text_encoder=te.eval(), tokenizer=tokenizer, unet=u.eval(),
+    def make_pipeline(vae, text_encoder, tokenizer, unet):
+        return AnyGenAudioPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=DPMSolverMultistepScheduler(**SCHEDULER), vocoder=_vocoder())
 
-    @torch.no_grad()
-    def validate(step):
-        return {f"val_{k}": v for k, v in evaluate_audio_pipeline(export_pipeline(), cfg["validate_samples"], recipe.seed, cfg).items()}
-
-    state = train(
-        name="generators:audio", accelerator=accelerator, models=[unet, text_encoder], optimizer=opt, scheduler=sched,
-        loss_fn=loss_fn, steps=steps, ckpt_dir=_dir(recipe, "audio"), checkpoint_every=cfg["checkpoint_every"],
-        extra_state=[ema_unet, ema_text], after_step=after_step, validate=validate, validate_every=cfg["validate_every"],
-        resume=resume,
+    vae = _load_final(recipe, "audio_vae", AutoencoderKL).eval().requires_grad_(False)
+    return _train_caption_unet(
+        recipe, "audio", cfg, vae, 3, batch_fn, make_pipeline,
+        lambda pipe: evaluate_audio_pipeline(pipe, cfg["validate_samples"], recipe.seed, cfg), resume, max_steps,
     )
-    pipe = export_pipeline()
-    if accelerator.is_main_process:
-        pipe.save_pretrained(_dir(recipe, "audio") / "final")
-        pipe.save_pretrained(recipe.output_dir / "audio_generator")
-    return {"steps": state.step, "train_seconds": round(state.seconds, 1)}
 
 
 def evaluate_audio_pipeline(pipe, n: int, seed: int, cfg: dict, split: str = "val", vocode: bool = True) -> dict:

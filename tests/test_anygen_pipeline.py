@@ -1,0 +1,398 @@
+"""The public contract of AnyGenPipeline (DESIGN.md), end to end on tiny random components.
+
+A random backbone rarely emits a signal group, so most tests script the reply with
+``anygen.testing.ScriptedReply`` (a LogitsProcessor passed through the public ``logits_processor``
+argument); everything after the reply — the signal-group processor, hidden states, output projectors,
+generators — runs for real.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
+from PIL import Image
+from transformers import LogitsProcessor
+
+from anygen import AnyGenInputError, AnyGenOutput, AnyGenPipeline
+from anygen.models.tokenizer import signal_groups
+from anygen.pipelines import AnyGenAudioPipeline
+from anygen.testing import ScriptedReply, build_tiny_random_pipeline, tiny_image_generator, tiny_tokenizer
+
+diffusers_logging.disable_progress_bar()
+
+ALL3 = "Here is a small red circle. [IMG] And a clip. [VID] And a high tone. [AUD]"
+FAST = dict(num_inference_steps=2, seed=0)
+
+
+def script(pipe, text):
+    return [ScriptedReply(pipe.tokenizer, text)]
+
+
+def arr(x):
+    return np.asarray(x, dtype=np.float32)
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_tiny_random_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved(pipe, tmp_path_factory):
+    path = tmp_path_factory.mktemp("anygen-tiny-random")
+    pipe.save_pretrained(path)
+    return path
+
+
+def solid(rgb, size=64):
+    return Image.new("RGB", (size, size), rgb)
+
+
+# ----------------------------------------------------------------------------- outputs and routing
+
+
+def test_text_in_any_mix_out(pipe):
+    out = pipe("draw a red circle, animate it and play a high tone", logits_processor=script(pipe, ALL3), **FAST)
+    assert isinstance(out, AnyGenOutput)
+    assert out.text == ALL3
+    (image,), (video,), (audio,) = out.images, out.videos, out.audios
+    assert isinstance(image, Image.Image) and image.size == (16, 16)
+    assert len(video) == pipe.config.num_frames == 4 and all(isinstance(f, Image.Image) for f in video)
+    assert audio.dtype == np.float32 and audio.shape == (16000,) and np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert out.sample_rate == 16000
+    assert pipe("draw", return_dict=False, logits_processor=script(pipe, ALL3), **FAST)[0] == ALL3
+
+
+def test_routing_follows_the_emitted_groups(pipe):
+    out = pipe("play a tone", logits_processor=script(pipe, "A tone. [AUD]"), **FAST)
+    assert (len(out.images), len(out.videos), len(out.audios)) == (0, 0, 1)
+    out = pipe("just talk", logits_processor=script(pipe, "There are four shapes."), **FAST)
+    assert out.text == "There are four shapes." and not (out.images or out.videos or out.audios)
+    out = pipe("draw two", logits_processor=script(pipe, "A. [IMG] And B. [IMG]"), **FAST)
+    assert len(out.images) == 2
+    assert np.abs(arr(out.images[0]) - arr(out.images[1])).max() > 0  # output i is seeded with seed + i
+
+
+def test_signal_groups_are_never_partial(pipe):
+    # A script that ends right after [IMG0] contradicts the signal-group rules (only [IMG1] may follow):
+    # no image is generated from the broken group, and the reply text carries no stray signal token.
+    out = pipe("draw", logits_processor=[ScriptedReply(pipe.tokenizer, "x [IMG0]")], max_new_tokens=8, **FAST)
+    assert out.images == [] and "[IMG" not in out.text
+    # A group that would not fit before max_new_tokens is never started.
+    out = pipe("draw", logits_processor=script(pipe, "[IMG]"), max_new_tokens=3, **FAST)
+    assert out.images == [] and "[IMG" not in out.text
+    out = pipe("draw", logits_processor=script(pipe, "[IMG]"), max_new_tokens=4, **FAST)
+    assert len(out.images) == 1 and out.text == "[IMG]"
+
+
+class _PushWhereAllowed(LogitsProcessor):
+    """Makes ``token`` the greedy choice whenever the earlier processors still allow it."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        allowed = scores[:, self.token] > torch.finfo(scores.dtype).min
+        scores[allowed, self.token] = scores.max() + 100.0
+        return scores
+
+
+def test_pipeline_completes_groups_the_backbone_starts(pipe):
+    # A backbone that only ever wants [IMG0]: the pipeline's processor forces [IMG1..3] after each one, so
+    # 8 new tokens hold exactly two complete groups, i.e. two images.
+    first = signal_groups(pipe.tokenizer)["image"][0]
+    out = pipe("draw", logits_processor=[_PushWhereAllowed(first)], max_new_tokens=8, **FAST)
+    assert out.text == "[IMG][IMG]" and len(out.images) == 2
+
+
+def test_seed_determinism(pipe):
+    a = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
+    b = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
+    c = pipe("draw", logits_processor=script(pipe, ALL3), num_inference_steps=2, seed=1)
+    np.testing.assert_array_equal(arr(a.images[0]), arr(b.images[0]))
+    np.testing.assert_array_equal(np.stack([arr(f) for f in a.videos[0]]), np.stack([arr(f) for f in b.videos[0]]))
+    np.testing.assert_array_equal(a.audios[0], b.audios[0])
+    assert np.abs(arr(a.images[0]) - arr(c.images[0])).max() > 0
+    assert np.abs(a.audios[0] - c.audios[0]).max() > 1e-4
+
+
+def test_negative_prompt_and_num_frames(pipe):
+    a = pipe("draw", logits_processor=script(pipe, "A. [IMG]"), **FAST)
+    b = pipe("draw", logits_processor=script(pipe, "A. [IMG]"), negative_prompt="a large blue square", **FAST)
+    assert np.abs(arr(a.images[0]) - arr(b.images[0])).max() > 0
+    out = pipe("animate", logits_processor=script(pipe, "A. [VID]"), num_frames=2, **FAST)
+    assert len(out.videos[0]) == 2
+    # Assembly starts each null embedding at its generator's unconditional input, the empty caption.
+    from anygen.pipelines.pipeline_anygen import encode_caption
+
+    for m, g in pipe.generators().items():
+        torch.testing.assert_close(pipe.output_projector(m).null_conditioning(1), encode_caption(g, [""]), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- inputs reach the backbone
+
+
+def _image_for(pipe, **kw):
+    return arr(pipe(kw.pop("prompt", "what is this?"), logits_processor=script(pipe, "It is. [IMG]"), **FAST, **kw).images[0])
+
+
+def test_attached_media_condition_the_output(pipe):
+    red, blue = solid((230, 30, 30)), solid((40, 70, 230))
+    base = _image_for(pipe, images=[red])
+    assert np.abs(base - _image_for(pipe, images=[blue])).max() > 0
+    np.testing.assert_array_equal(base, _image_for(pipe, prompt="<image>\nwhat is this?", images=[red]))  # auto placement
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+    a = _image_for(pipe, audios=[tone])
+    assert np.abs(a - _image_for(pipe, audios=[np.zeros(16000, np.float32)])).max() > 0
+    np.testing.assert_array_equal(a, _image_for(pipe, audios=[(16000, tone)]))
+    frames = [solid((230, 30, 30)), solid((30, 190, 50)), solid((40, 70, 230))]
+    v = _image_for(pipe, videos=[frames])
+    assert np.abs(v - _image_for(pipe, videos=[[solid((250, 120, 190))] * 3])).max() > 0
+    # Frame order reaches the embeddings (the frame embedding is small at init, so compare before quantisation).
+    fwd = pipe.encode_media({"image": [], "audio": [], "video": [frames]})["video"][0]
+    rev = pipe.encode_media({"image": [], "audio": [], "video": [frames[::-1]]})["video"][0]
+    assert fwd.shape == (pipe.video_input_projector.config.num_queries, pipe.backbone.config.hidden_size)
+    assert (fwd - rev).abs().max() > 1e-6
+    both = _image_for(pipe, prompt="<image> <video> <audio> all of them", images=[red], videos=[frames], audios=[tone])
+    assert both.shape == (16, 16, 3)
+
+
+def test_multi_turn_history_is_read(pipe):
+    def turn(prev):
+        msgs = [
+            {"role": "user", "content": "draw a circle"},
+            {"role": "assistant", "content": prev},
+            {"role": "user", "content": "now make it bigger"},
+        ]
+        return arr(pipe(msgs, logits_processor=script(pipe, "Done. [IMG]"), **FAST).images[0])
+
+    a = turn("Here is a small red circle at the top on a black background. [IMG]")
+    b = turn("Here is a small blue square at the left on a white background. [IMG]")
+    assert np.abs(a - b).max() > 0
+    # The previous reply's marker is the full signal group in the backbone's context.
+    ids = pipe._prompt_ids([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y. [IMG]"},
+                            {"role": "user", "content": "z"}])
+    g = signal_groups(pipe.tokenizer)["image"]
+    assert any(ids[i : i + len(g)] == g for i in range(len(ids)))
+    # A system message is accepted.
+    out = pipe([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+               logits_processor=script(pipe, "Hi."), **FAST)
+    assert out.text == "Hi."
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_identical(pipe, saved):
+    index = json.loads((saved / "model_index.json").read_text())
+    assert index["_class_name"] == "AnyGenPipeline" and index["num_frames"] == 4
+    assert not list(saved.rglob("*.bin")) and not list(saved.rglob("*.pt"))  # safetensors only
+    loaded = AnyGenPipeline.from_pretrained(saved)
+    assert all(g._progress_bar_config.get("disable") for g in loaded.generators().values())
+    loaded.set_progress_bar_config(disable=False, leave=False)  # passes through to every generator
+    assert all(g._progress_bar_config == {"disable": False, "leave": False} for g in loaded.generators().values())
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.to("cpu") is loaded  # nested bars off by default
+    a = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
+    b = loaded("draw", logits_processor=script(loaded, ALL3), **FAST)
+    assert a.text == b.text
+    np.testing.assert_array_equal(arr(a.images[0]), arr(b.images[0]))
+    np.testing.assert_array_equal(np.stack([arr(f) for f in a.videos[0]]), np.stack([arr(f) for f in b.videos[0]]))
+    np.testing.assert_array_equal(a.audios[0], b.audios[0])
+
+
+def test_generator_subfolders_load_on_their_own(saved):
+    from diffusers import AnimateDiffPipeline
+
+    assert isinstance(DiffusionPipeline.from_pretrained(saved / "image_generator"), StableDiffusionPipeline)
+    assert isinstance(DiffusionPipeline.from_pretrained(saved / "video_generator"), AnimateDiffPipeline)
+    audio = DiffusionPipeline.from_pretrained(saved / "audio_generator", trust_remote_code=True)
+    assert isinstance(audio, AnyGenAudioPipeline)
+    assert isinstance(AnyGenAudioPipeline.from_pretrained(saved / "audio_generator"), AnyGenAudioPipeline)
+
+
+def test_from_pretrained_default_resolves_next_to_the_package(saved, monkeypatch, tmp_path):
+    import anygen.pipelines.pipeline_anygen as mod
+
+    assert mod.DEFAULT_PRETRAINED == Path(mod.__file__).resolve().parents[2] / "weights" / "anygen-tiny"
+    monkeypatch.chdir(tmp_path)  # not relative to the working directory
+    monkeypatch.setattr(mod, "DEFAULT_PRETRAINED", saved)
+    assert isinstance(AnyGenPipeline.from_pretrained(), AnyGenPipeline)
+    monkeypatch.setattr(mod, "DEFAULT_PRETRAINED", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        AnyGenPipeline.from_pretrained()
+
+
+# ----------------------------------------------------------------------------- assembly (recipes)
+
+
+def test_recipe_assembles_random_llama_and_stable_diffusion(tmp_path):
+    """A tiny random LlamaForCausalLM and StableDiffusionPipeline, built here, through the recipe code path."""
+    from anygen.models.backbone import build_llama
+    from anygen.models.text_encoder import build_caption_tokenizer
+
+    # "Pretrained" parts as a user would have them on disk: a tokenizer without our tokens, a causal LM, SD.
+    plain = build_caption_tokenizer(max_length=64)
+    plain.save_pretrained(tmp_path / "lm")
+    torch.manual_seed(0)
+    build_llama(plain, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(tmp_path / "lm")
+    tiny_image_generator(seed=0).save_pretrained(tmp_path / "sd")
+    (tmp_path / "pipelines").mkdir()
+    recipe = tmp_path / "pipelines" / "random.toml"
+    recipe.write_text(
+        'name = "random"\noutput_dir = "out"\nrun_dir = "runs"\n'
+        '[tokenizer]\ntype = "pretrained"\nname_or_path = "lm"\n'
+        '[signal_tokens]\nimage = 2\n'
+        '[backbone]\ntype = "pretrained"\nname_or_path = "lm"\n'
+        '[projectors.input]\nnum_queries = 2\nhidden_size = 16\nnum_layers = 1\nnum_heads = 2\n'
+        '[projectors.output]\nhidden_size = 16\nnum_layers = 1\nnum_heads = 2\n'
+        '[components.image_generator]\ntype = "diffusers"\npath = "sd"\n'
+    )
+    pipe = AnyGenPipeline.from_recipe(recipe)
+    assert isinstance(pipe.image_generator, StableDiffusionPipeline) and pipe.output_modalities == ("image",)
+    assert pipe.backbone.get_input_embeddings().num_embeddings == len(pipe.tokenizer)  # resized for the new tokens
+    proj = pipe.image_output_projector.config
+    assert (proj.num_signal_tokens, proj.in_dim, proj.num_queries, proj.out_dim) == (2, 32, 12, 16)  # read, not hard-coded
+    out = pipe("draw a red circle", images=[solid((230, 30, 30))],
+               logits_processor=script(pipe, "a red circle. [IMG]"), **FAST)
+    assert len(out.images) == 1 and out.images[0].size == (16, 16)
+    # The same path with ready objects (what a test or a notebook passes).
+    tok = tiny_tokenizer({"image": 4})
+    llama = build_llama(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    p2 = AnyGenPipeline.from_recipe(recipe, tokenizer=tok, backbone=llama, image_generator=tiny_image_generator(seed=1))
+    assert p2.image_output_projector.config.num_signal_tokens == 4
+    with pytest.raises(AnyGenInputError, match="unknown overrides"):
+        AnyGenPipeline.from_recipe(recipe, vocoder=None)
+
+
+def test_shipped_recipes_parse():
+    from anygen.training.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("anygen-tiny", "full-scale-example"):
+        s = load_recipe(root / "pipelines" / f"{name}.toml").sections
+        assert {"tokenizer", "signal_tokens", "backbone", "encoders", "projectors", "components", "pipeline"} <= set(s)
+    full = load_recipe(root / "pipelines" / "full-scale-example.toml").sections
+    assert full["components"]["image_generator"]["name_or_path"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+BAD = [
+    (dict(prompt=""), "`prompt` is empty"),
+    (dict(prompt=3), "`prompt` must be a str"),
+    (dict(prompt=[]), "empty message list"),
+    (dict(prompt=[{"role": "bot", "content": "x"}]), r"prompt\[0\]\['role'\]"),
+    (dict(prompt=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]), "last message"),
+    (dict(prompt=[{"role": "user", "content": 5}]), r"prompt\[0\]\['content'\]"),
+    (dict(prompt="draw [IMG]"), "signal token"),
+    (dict(images=solid((0, 0, 0))), "wrap a single image in a list"),
+    (dict(images=["a.png"]), r"images\[0\]"),
+    (dict(prompt="<image> <image> two?", images=[solid((0, 0, 0))]), "2 <image> placeholder"),
+    (dict(audios=[np.zeros(16000)]), r"audios\[0\]` has dtype float64"),
+    (dict(audios=[(22050, np.zeros(16000, np.float32))]), "22050 Hz"),
+    (dict(audios=[np.zeros((2, 8000), np.float32)]), "mono"),
+    (dict(audios=[np.zeros(32000, np.float32)]), "trim it"),
+    (dict(audios=[np.full(100, 2.0, np.float32)]), r"\[-1, 1\]"),
+    (dict(videos=[[solid((0, 0, 0))] * 5]), "at most 4"),
+    (dict(videos=[[]]), r"videos\[0\]"),
+    (dict(seed=-1), "`seed`"),
+    (dict(seed=True), "`seed`"),
+    (dict(num_inference_steps=0), "`num_inference_steps`"),
+    (dict(guidance_scale=-1.0), "`guidance_scale`"),
+    (dict(negative_prompt=1), "`negative_prompt`"),
+    (dict(max_new_tokens=0), "`max_new_tokens`"),
+    (dict(num_frames=0), "`num_frames`"),
+    (dict(logits_processor=[lambda ids, s: s]), "`logits_processor`"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", BAD, ids=[m for _, m in BAD])
+def test_bad_input_raises_before_any_model_runs(pipe, monkeypatch, kwargs, match):
+    def boom(*a, **k):
+        raise AssertionError("a model ran before the input was checked")
+
+    monkeypatch.setattr(pipe.backbone, "generate", boom)
+    monkeypatch.setattr(pipe.image_input_projector, "forward", boom)
+    kwargs = {"prompt": "draw", **kwargs}
+    with pytest.raises(AnyGenInputError, match=match):
+        pipe(**kwargs)
+
+
+def test_missing_modality_is_an_input_error():
+    image_only = build_tiny_random_pipeline(seed=0, modalities=("image",))
+    assert image_only.output_modalities == ("image",)
+    assert image_only.input_modalities == ("image", "video")  # videos are read frame by frame with the image VAE
+    with pytest.raises(AnyGenInputError, match="no audio encoder"):
+        image_only("what is this?", audios=[np.zeros(100, np.float32)])
+    # A group of a modality without a generator is never started, even if the reply tries.
+    out = image_only("play", logits_processor=script(image_only, "A. [AUD]"), **FAST)
+    assert out.audios == [] and "[AUD" not in out.text
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def test_enable_disable_kernels(pipe):
+    ref = pipe("draw", logits_processor=script(pipe, "A. [IMG]"), **FAST).images[0]
+    counts = pipe.enable_kernels()
+    try:
+        assert counts.get("rms_norm", 0) > 0 and counts.get("swiglu", 0) > 0 and counts.get("group_norm_silu", 0) > 0
+        out = pipe("draw", logits_processor=script(pipe, "A. [IMG]"), **FAST).images[0]
+        assert np.abs(arr(out) - arr(ref)).max() <= 1  # same model, fused ops: at most a rounding step apart
+    finally:
+        pipe.disable_kernels()
+    from anygen.kernels import kernels_applied
+
+    assert not kernels_applied(pipe.backbone) and not kernels_applied(pipe.image_generator.unet)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_generate_writes_files(saved, tmp_path, monkeypatch, capsys):
+    import soundfile as sf
+
+    from anygen.cli import main
+
+    # The random backbone says what the script says; loading, the pipeline and the file writing are real.
+    original = AnyGenPipeline.__call__
+
+    def scripted(self, *args, **kwargs):
+        return original(self, *args, logits_processor=script(self, ALL3), **kwargs)
+
+    monkeypatch.setattr(AnyGenPipeline, "__call__", scripted)
+    solid((230, 30, 30)).save(tmp_path / "in.png")
+    out_dir = tmp_path / "out"
+    rc = main(["generate", "what is this? make a picture, a clip and a sound", "--image", str(tmp_path / "in.png"),
+               "--model", str(saved), "--out", str(out_dir), "--steps", "2", "--seed", "3"])
+    assert rc == 0
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["audio_0.wav", "image_0.png", "reply.txt", "result.json", "video_0.gif", "video_0.mp4"]
+    assert (out_dir / "reply.txt").read_text() == ALL3
+    result = json.loads((out_dir / "result.json").read_text())
+    assert result["seed"] == 3 and result["outputs"] == {"images": 1, "videos": 1, "audios": 1}
+    wave, rate = sf.read(out_dir / "audio_0.wav")
+    assert rate == 16000 and wave.shape == (16000,)
+    assert Image.open(out_dir / "image_0.png").size == (16, 16)
+    import imageio.v3 as iio
+
+    assert iio.imread(out_dir / "video_0.mp4").shape[0] == 4
+
+    # Bad input: one line on stderr, exit code 2, nothing written.
+    bad_dir = tmp_path / "bad"
+    capsys.readouterr()
+    assert main(["generate", " ", "--model", str(saved), "--out", str(bad_dir), "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "`prompt` is empty" in err
+    assert not bad_dir.exists() or not os.listdir(bad_dir)
+    assert main(["generate", "x", "--model", str(tmp_path / "nope"), "--out", str(bad_dir)]) == 2
