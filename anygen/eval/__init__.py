@@ -18,6 +18,8 @@ _EXPORTS = {
     "all_correct": "metrics",
     "attribute_names": "metrics",
     "reply_names_medium": "metrics",
+    "evaluate": "evaluation",
+    "markdown_table": "evaluation",
 }
 __all__ = list(_EXPORTS)
 

@@ -38,7 +38,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..errors import AnyGenInputError
-from ..models import encoders
+from ..models import encoders, projectors  # noqa: F401  (diffusers resolves saved projector classes through this module)
 from ..models.signal_tokens import SignalGroupLogitsProcessor
 from ..models.tokenizer import (
     MODALITIES,
@@ -533,6 +533,52 @@ class AnyGenPipeline(DiffusionPipeline):
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
         return collapse_signal_groups(text, self.num_signal_tokens).strip()
 
+    @torch.no_grad()
+    def generate_reply(
+        self,
+        input_ids: torch.Tensor,
+        inputs_embeds: torch.Tensor,
+        max_new_tokens: int,
+        logits_processor: list[LogitsProcessor] | None = None,
+    ) -> list[int]:
+        """Greedy reply ids (without the eos) to a spliced prompt, every signal group complete.
+
+        Args:
+            input_ids: (1, L) prompt ids, as returned by :meth:`splice`.
+            inputs_embeds: (1, L, hidden) prompt embeddings, as returned by :meth:`splice`.
+            max_new_tokens: reply length limit (also capped by the backbone's ``max_position_embeddings``).
+            logits_processor: extra processors applied after the signal-group processor.
+
+        Returns:
+            The reply's token ids.
+        """
+        max_length = input_ids.shape[1] + max_new_tokens
+        limit = getattr(self.backbone.config, "max_position_embeddings", None)
+        if limit is not None:
+            max_length = min(max_length, limit)
+        processors = LogitsProcessorList([
+            SignalGroupLogitsProcessor(
+                self.signal_groups, prompt_length=input_ids.shape[1], max_length=max_length,
+                disabled=[m for m in self.signal_groups if m not in self.output_modalities],
+            ),
+            *(logits_processor or []),
+        ])
+        sequences = self.backbone.generate(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=torch.ones_like(input_ids),
+            logits_processor=processors,
+            max_new_tokens=max_length - input_ids.shape[1],  # explicit: a checkpoint's generation_config may set its own
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        reply = sequences[0, input_ids.shape[1] :].tolist()
+        if self.tokenizer.eos_token_id in reply:
+            reply = reply[: reply.index(self.tokenizer.eos_token_id)]
+        return reply
+
     # ------------------------------------------------------------------ 5. generators
 
     def _generate_medium(self, modality, cond, negative_prompt, seed, num_inference_steps, guidance_scale, num_frames):
@@ -629,30 +675,7 @@ class AnyGenPipeline(DiffusionPipeline):
         input_ids, inputs_embeds = self.splice(ids, self.encode_media(media))
 
         # 3. Run the backbone: a reply whose signal groups are never partial
-        max_length = input_ids.shape[1] + max_new_tokens
-        if limit is not None:
-            max_length = min(max_length, limit)
-        processors = LogitsProcessorList([
-            SignalGroupLogitsProcessor(
-                self.signal_groups, prompt_length=input_ids.shape[1], max_length=max_length,
-                disabled=[m for m in self.signal_groups if m not in self.output_modalities],
-            ),
-            *(logits_processor or []),
-        ])
-        sequences = self.backbone.generate(
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
-            attention_mask=torch.ones_like(input_ids),
-            logits_processor=processors,
-            max_new_tokens=max_length - input_ids.shape[1],  # explicit: a checkpoint's generation_config may set its own
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        reply = sequences[0, input_ids.shape[1] :].tolist()
-        if self.tokenizer.eos_token_id in reply:
-            reply = reply[: reply.index(self.tokenizer.eos_token_id)]
+        reply = self.generate_reply(input_ids, inputs_embeds, max_new_tokens, logits_processor)
         groups = self._groups_in(reply)
 
         # 4. Hidden states at each signal group: one teacher-forced pass over prompt + reply

@@ -29,7 +29,12 @@ def run_training(recipe_path: str, stage: str = "generators", resume: bool = Tru
 
         train_generators(recipe, stage, resume=resume, max_steps=max_steps)
         return 0
-    raise NotImplementedError(f"Stage {base!r} lands with the backbone issue")
+    if ":" in stage:
+        raise AnyGenInputError(f"`--stage {base}` has no sub-stages, got {stage!r}")
+    from .backbone import train_stage
+
+    train_stage(recipe, base, resume=resume, max_steps=max_steps)
+    return 0
 
 
 __all__ = ["Recipe", "STAGES", "load_recipe", "run_training"]

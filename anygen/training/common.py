@@ -11,9 +11,9 @@ from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 
 
-def make_accelerator(seed: int) -> Accelerator:
-    """An ``Accelerator`` for one stage; seeds python, numpy and torch on every process."""
-    accelerator = Accelerator()
+def make_accelerator(seed: int, **kwargs) -> Accelerator:
+    """An ``Accelerator`` for one stage (``kwargs`` go to it); seeds python, numpy and torch on every process."""
+    accelerator = Accelerator(**kwargs)
     set_seed(seed, device_specific=True)
     if accelerator.device.type == "cpu":
         # One process per core at most: oversubscribed threads make torch (and GriffinLim) crawl.

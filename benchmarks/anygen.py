@@ -1,0 +1,98 @@
+"""Warm text → image latency of AnyGenPipeline, end to end, against the bare StableDiffusionPipeline inside it.
+
+Both paths run the same image generator with the same steps, guidance and seed; the bare one is fed the very
+conditioning the output projector produced for the request (captured once), so the difference is what the
+LLM side costs: tokenising, the greedy reply with its signal group, one teacher-forced pass and the projector.
+
+Usage:
+    python benchmarks/anygen.py [--model weights/anygen-tiny] [--threads 2] [--repeats 5] [--steps 20]
+                                [--scripted]
+
+``--scripted`` makes the backbone say the canonical reply ("Here is <caption>. [IMG]") through
+``anygen.testing.ScriptedReply`` (every token still runs through the backbone): for untrained or smoke models
+whose own reply would not draw. Prints a table and the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+PROMPT = "draw a small red circle at the top-left on a black background"
+REPLY = "Here is a small red circle at the top-left on a black background. [IMG]"
+BARS = {"ratio": 1.2, "seconds": 0.5}
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="weights/anygen-tiny", help="a folder saved with AnyGenPipeline.save_pretrained")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--scripted", action="store_true", help="force the canonical reply (untrained/smoke models)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if not (Path(args.model) / "model_index.json").exists():
+        print(f"No pipeline at {args.model} (model_index.json missing)", file=sys.stderr)
+        return 1
+    from anygen.apps.loading import load_pipeline
+    from anygen.testing import ScriptedReply
+
+    pipe = load_pipeline(args.model)
+    g = pipe.image_generator
+    kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, seed=0)
+
+    def end_to_end():
+        extra = {"logits_processor": [ScriptedReply(pipe.tokenizer, REPLY)]} if args.scripted else {}
+        return pipe(PROMPT, **kw, **extra)
+
+    # Capture the conditioning the output projector hands the generator for this request.
+    captured = []
+    hook = pipe.image_output_projector.register_forward_hook(lambda mod, inp, out: captured.append(out.detach()))
+    out = end_to_end()
+    hook.remove()
+    if not out.images:
+        print(f"The reply drew no image ({out.text!r}); pass --scripted for an untrained model", file=sys.stderr)
+        return 1
+    cond = captured[-1]
+    null = pipe.image_output_projector.null_conditioning(1)
+
+    def bare():
+        return g(prompt_embeds=cond, negative_prompt_embeds=null, num_inference_steps=args.steps,
+                 guidance_scale=args.guidance, generator=torch.Generator("cpu").manual_seed(0), output_type="pil").images[0]
+
+    t_bare = _time(bare, args.repeats)
+    t_e2e = _time(end_to_end, args.repeats)
+    n_reply = len(pipe.tokenizer(out.text, add_special_tokens=False).input_ids)
+    ratio = t_e2e / t_bare
+    print(f"| path | median s ({args.steps} steps, {args.threads} threads) | bar | ok |")
+    print("|---|---|---|---|")
+    print(f"| bare StableDiffusionPipeline (prompt_embeds) | {t_bare:.3f} | | |")
+    ok_s = "yes" if t_e2e < BARS["seconds"] else "NO"
+    print(f"| AnyGenPipeline text → image, end to end | {t_e2e:.3f} | < {BARS['seconds']} s | {ok_s} |")
+    print(f"| ratio end to end / bare | {ratio:.2f} | ≤ {BARS['ratio']} | {'yes' if ratio <= BARS['ratio'] else 'NO'} |")
+    print(f"| LLM side (difference) | {t_e2e - t_bare:.3f} | | |")
+    print(f"\nreply ({n_reply} tokens{', scripted' if args.scripted else ''}): {out.text}")
+    print(f"reproduce: python benchmarks/anygen.py --model {args.model} --threads {args.threads} --steps {args.steps}"
+          f"{' --scripted' if args.scripted else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Training stages 1–3 (align-in, align-out, instruct) and `anygen eval`, on tiny random components.
+
+The generators are tiny random diffusers pipelines of ``anygen.testing`` saved to a temporary folder, and the
+recipe assembles a 32-wide ``LlamaForCausalLM`` around them through the same code path as anygen-tiny.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from anygen import AnyGenPipeline
+from anygen.models.tokenizer import expand_signal_markers, signal_groups
+from anygen.pipelines.pipeline_anygen import encode_caption
+from anygen.testing import ScriptedReply, tiny_audio_generator, tiny_image_generator, tiny_video_generator
+from anygen.training import run_training
+from anygen.training.backbone import (
+    DialogueBatcher,
+    assistant_token_mask,
+    backbone_mode,
+    build_system,
+    make_optimizer,
+    merged_backbone,
+    stage_config,
+)
+from anygen.training.recipe import load_recipe
+from anygen.world import make_dialogue
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+RECIPE = """
+name = "tiny-test"
+seed = 0
+output_dir = "out"
+run_dir = "runs"
+
+[tokenizer]
+type = "bpe"
+vocab_size = 512
+dialogues_per_task = 20
+
+[signal_tokens]
+image = 4
+video = 4
+audio = 4
+
+[backbone]
+type = "llama"
+hidden_size = 32
+num_layers = 2
+num_heads = 2
+intermediate_size = 64
+max_position_embeddings = 512
+
+[projectors.input]
+num_queries = 4
+hidden_size = 16
+num_layers = 1
+num_heads = 2
+
+[projectors.output]
+hidden_size = 16
+num_layers = 1
+num_heads = 2
+
+[components.image_generator]
+path = "{gen}/image_generator"
+
+[components.video_generator]
+path = "{gen}/video_generator"
+
+[components.audio_generator]
+path = "{gen}/audio_generator"
+
+[pipeline]
+num_frames = 8
+max_new_tokens = 24
+
+[train.align_in]
+steps = 2
+batch_size = 4
+validate_every = 2
+validate_samples = 2
+max_new_tokens = 12
+pack_length = 128
+
+[train.align_out]
+steps = 2
+batch_size = 4
+validate_every = 2
+validate_samples = 2
+max_new_tokens = 12
+
+[train.instruct]
+steps = 4
+batch_size = 4
+checkpoint_every = 2
+validate_every = 4
+validate_samples = 2
+max_new_tokens = 12
+dialogues = 6
+"""
+
+
+@pytest.fixture(scope="module")
+def recipe_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    gen = root / "generators"
+    image = tiny_image_generator(seed=1)
+    image.save_pretrained(gen / "image_generator")
+    tiny_video_generator(image, seed=2).save_pretrained(gen / "video_generator")
+    tiny_audio_generator(seed=3).save_pretrained(gen / "audio_generator")
+    (root / "pipelines").mkdir()
+    path = root / "pipelines" / "tiny.toml"
+    path.write_text(RECIPE.replace("{gen}", str(gen)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def recipe(recipe_path):
+    return load_recipe(recipe_path)
+
+
+@pytest.fixture(scope="module")
+def pipe(recipe):
+    p = AnyGenPipeline.from_recipe(recipe)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def dialogues(tasks, seed=0, split="train"):
+    rng = random.Random(seed)
+    return [make_dialogue(t, rng, split) for t in tasks]
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def test_lm_mask_covers_only_assistant_tokens(pipe):
+    ds = dialogues(["multiturn", "edit", "v2t", "multi", "chat"])
+    batch = DialogueBatcher(pipe, pack_length=0)(ds)
+    tok = pipe.tokenizer
+    for b, d in enumerate(ds):
+        ids, mask = batch["input_ids"][b], batch["assistant_mask"][b]
+        replies = [expand_signal_markers(m.content, pipe.num_signal_tokens) + tok.eos_token for m in d.messages if m.role == "assistant"]
+        assert tok.decode(ids[mask]) == "".join(replies)
+        # Nothing of the user's turns, and none of the widened placeholder positions, is scored.
+        assert not mask[torch.isin(ids, torch.tensor(list(pipe.placeholder_ids.values())))].any()
+        signal = torch.isin(ids, torch.tensor([i for g in pipe.signal_groups.values() for i in g]))
+        assert torch.equal(batch["signal_mask"][b], signal & mask) and signal[mask].sum() == signal.sum()
+    # A template without {% generation %} (a pretrained LM's) marks the same replies, plus the turn's newline at most.
+    plain = copy.deepcopy(tok)
+    plain.chat_template = plain.chat_template.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
+    msgs = [{"role": m.role, "content": expand_signal_markers(m.content, pipe.num_signal_tokens)} for m in ds[0].messages]
+    ids, with_tag = assistant_token_mask(tok, msgs)
+    ids2, derived = assistant_token_mask(plain, msgs)
+    assert ids == ids2
+    extra = [i for i, (a, b) in enumerate(zip(with_tag, derived)) if b and not a]
+    assert all(not with_tag[i] for i, a in enumerate(derived) if not a) and all(tok.decode([ids[i]]).strip() == "" for i in extra)
+
+
+def test_align_out_target_is_the_generators_caption_conditioning(pipe):
+    ds = dialogues(["t2i", "t2v", "t2a", "multi", "multiturn"], seed=1)
+    batch = DialogueBatcher(pipe, pack_length=64)(ds)
+    outputs = {m: [x for d in ds for x in d.outputs() if x.modality == m] for m in ("image", "video", "audio")}
+    assert set(batch["groups"]) == {m for m, xs in outputs.items() if xs}
+    for m, g in batch["groups"].items():
+        # Items are packed longest first, so compare as sets of captions.
+        want = torch.stack([encode_caption(pipe.generator(m), [x.caption()])[0] for x in outputs[m]])
+        assert g["target"].shape == want.shape
+        got = {tuple(t.flatten().tolist()) for t in g["target"]}
+        assert got == {tuple(t.flatten().tolist()) for t in want}
+        # ... and the positions the projector reads are exactly that group's K signal tokens.
+        assert (batch["input_ids"][g["rows"], g["cols"]] == torch.tensor(pipe.signal_groups[m])).all()
+
+
+def test_packed_rows_equal_one_row_per_dialogue(pipe, recipe):
+    cfg = stage_config(recipe, "instruct")
+    system = build_system(copy.deepcopy(pipe), cfg, "full").eval()
+    ds = dialogues(["multiturn", "t2i", "i2t", "chat", "multi", "a2t"], seed=2)
+    with torch.no_grad():
+        packed = DialogueBatcher(pipe, pack_length=512)(ds)
+        padded = DialogueBatcher(pipe, pack_length=0)(ds)
+        assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]
+        a, b = system(packed), system(padded)
+    for k in ("lm", "mse", "token_acc"):
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("stage", ["align-in", "align-out", "instruct"])
+def test_losses_are_finite_and_fall_on_a_fixed_batch(pipe, recipe, stage):
+    cfg = {**stage_config(recipe, stage), "lr": 1e-2, "warmup": 0}
+    p = copy.deepcopy(pipe)
+    system = build_system(p, cfg, backbone_mode(recipe, stage, cfg))
+    trained = {n.split(".")[0] for n, prm in system.named_parameters() if prm.requires_grad}
+    assert trained == {"backbone", *cfg["train"]}
+    opt, sched = make_optimizer(system, cfg, steps=25)
+    batch = DialogueBatcher(p, pack_length=256)(dialogues(cfg["tasks"][:3] * 2, seed=3))
+    first = last = None
+    for _ in range(25):
+        out = system(batch)
+        loss = cfg["lm_weight"] * out["lm"] + cfg["mse_weight"] * out["mse"]
+        assert math.isfinite(loss.item())
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        first = first or {k: out[k].item() for k in ("lm", "mse")}
+        last = {k: out[k].item() for k in ("lm", "mse")}
+    assert last["lm"] < 0.6 * first["lm"]
+    if cfg["mse_weight"]:
+        assert last["mse"] < 0.6 * first["mse"]
+
+
+def test_lora_trains_adapters_and_new_token_rows_then_merges(pipe, recipe):
+    from transformers import LlamaForCausalLM
+
+    cfg = {**stage_config(recipe, "instruct"), "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lr": 1e-2, "warmup": 0}
+    p = copy.deepcopy(pipe)
+    emb0 = p.backbone.get_input_embeddings().weight.detach().clone()
+    q0 = p.backbone.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    system = build_system(p, cfg, "lora")
+    names = [n for n, prm in system.backbone.named_parameters() if prm.requires_grad]
+    assert names and all("lora_" in n or "trainable_tokens" in n for n in names)
+    opt, _ = make_optimizer(system, cfg, steps=3)
+    batch = DialogueBatcher(p)(dialogues(["t2i", "multi", "i2t"], seed=4))
+    for _ in range(3):
+        out = system(batch)
+        (out["lm"] + out["mse"]).backward()
+        opt.step()
+        opt.zero_grad()
+    merged = merged_backbone(system)
+    assert type(merged) is LlamaForCausalLM and not any("lora" in n for n, _ in merged.named_modules())
+    new = sorted([*p.placeholder_ids.values(), *(i for g in signal_groups(p.tokenizer).values() for i in g)])
+    emb = merged.get_input_embeddings().weight.detach()
+    old = torch.ones(len(emb), dtype=torch.bool)
+    old[new] = False
+    assert torch.equal(emb[old], emb0[old]) and not torch.equal(emb[new], emb0[new])
+    assert not torch.equal(merged.model.layers[0].self_attn.q_proj.weight, q0)
+    p.register_modules(backbone=merged)
+    res = p("draw", seed=0, num_inference_steps=2, logits_processor=[ScriptedReply(p.tokenizer, "A red circle. [IMG]")])
+    assert len(res.images) == 1
+
+
+def test_backbone_mode_auto():
+    from anygen.training.recipe import Recipe
+
+    scratch = Recipe("r", 0, None, None, {"backbone": {"type": "llama"}})
+    pretrained = Recipe("r", 0, None, None, {"backbone": {"type": "pretrained", "name_or_path": "x"}})
+    auto = {"backbone": "auto"}
+    assert [backbone_mode(scratch, s, auto) for s in ("align-in", "align-out", "instruct")] == ["full"] * 3
+    assert [backbone_mode(pretrained, s, auto) for s in ("align-in", "align-out", "instruct")] == ["frozen", "lora", "lora"]
+    assert backbone_mode(pretrained, "instruct", {"backbone": "full"}) == "full"
+
+
+# ----------------------------------------------------------------------------- stages end to end
+
+
+@pytest.fixture(scope="module")
+def trained(recipe_path, recipe):
+    for stage in ("align-in", "align-out", "instruct"):
+        assert run_training(str(recipe_path), stage=stage) == 0
+    return recipe
+
+
+def _weights(folder):
+    return {f"{p.parent.name}/{k}": v for p in sorted(folder.glob("*/*.safetensors")) for k, v in load_file(p).items()}
+
+
+def test_stages_chain_validate_and_export(trained):
+    run = trained.run_dir
+    for stage in ("align-in", "align-out", "instruct"):
+        (report,) = [json.loads(line) for line in (run / stage / "report.jsonl").read_text().splitlines()]
+        assert {"val_lm", "val_token_acc", "val_routing", "val_reply"} <= set(report) and report["backbone"] == "full"
+        assert ("val_mse" in report) == (stage != "align-in")
+        log = [json.loads(line) for line in (run / stage / "log.jsonl").read_text().splitlines()]
+        assert all(math.isfinite(r["loss"]) for r in log)
+        assert (run / stage / "final" / "model_index.json").exists()
+    assert (trained.output_dir / "model_index.json").exists()
+    loaded = AnyGenPipeline.from_pretrained(trained.output_dir)
+    reply = "A red circle. [IMG] A tone. [AUD]"
+    out = loaded("draw", seed=0, num_inference_steps=2, logits_processor=[ScriptedReply(loaded.tokenizer, reply)])
+    assert len(out.images) == 1 and len(out.audios) == 1
+    # The exported backbone is the instruct stage's.
+    assert _weights(trained.output_dir).keys() >= {k for k in _weights(run / "instruct" / "final") if k.startswith("backbone/")}
+
+
+def test_resume_continues_exactly(trained):
+    run = trained.run_dir / "instruct"
+    first = _weights(run / "final")
+    first_loss = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()][-1]
+    shutil.rmtree(run / "step_4")
+    shutil.rmtree(run / "final")
+    assert (run / "step_2").exists()
+    assert run_training(str(trained.path), stage="instruct") == 0  # resumes at step 2, runs steps 3 and 4
+    again = _weights(run / "final")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    last = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()][-1]
+    assert last["step"] == first_loss["step"] == 4 and last["loss"] == first_loss["loss"]
+
+
+def test_eval_cli_writes_every_metric(trained, tmp_path, capsys):
+    from anygen.cli import main
+    from anygen.eval.evaluation import METRICS
+
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--model", str(trained.output_dir), "--n", "2", "--steps", "2", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["split"] == "val" and res["n"] == 2
+    assert set(res["metrics"]) == set(METRICS)
+    for k, v in res["metrics"].items():
+        assert v is not None and (-1 <= v <= 1), k
+    assert res["counts"]["routing"] == 2 * 11 and res["counts"]["t2i_direct"] == 2
+    assert "| routing |" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- eval pieces
+
+
+def test_eval_items_and_summary():
+    from anygen.eval.evaluation import eval_dialogue, judge_output, medium_for_pipeline, summarize
+    from anygen.world import dialogue
+
+    # The judges read the world's own renderings as right: the eval measures the model, not the judges.
+    d = eval_dialogue("multi", "val", seed=0, index=0)
+    assert d.outputs() and all(all(judge_output(x, medium_for_pipeline(x)).values()) for x in d.outputs())
+    # Items are pure functions of (task, split, seed, index), and drawing them leaves the world's sampler as it was.
+    assert eval_dialogue("t2i", "val", 0, 5).to_chat() == eval_dialogue("t2i", "val", 0, 5).to_chat()
+    assert dialogue.OMIT_PROB > 0
+    items = [
+        {"task": "t2i", "routing": True, "right": True, "direct_right": True, "attributes": [{"color": True}]},
+        {"task": "t2i", "routing": True, "right": False, "direct_right": True, "attributes": [{"color": False}]},
+        {"task": "chat", "routing": False, "right": False},
+    ]
+    res = summarize(items, split="val", n=2, seconds=0.0)
+    assert res["metrics"]["t2i"] == 0.5 and res["metrics"]["t2i_direct"] == 1.0 and res["metrics"]["t2i_gap"] == 0.5
+    assert res["metrics"]["routing"] == round(2 / 3, 4) and res["passed"]["t2i_gap"] is False
+    assert res["metrics"]["t2v"] is None and res["attributes"]["t2i"] == {"color": 0.5}
