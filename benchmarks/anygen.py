@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+# `python benchmarks/anygen.py` puts benchmarks/ first on sys.path, where this very file would shadow the package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 PROMPT = "draw a small red circle at the top-left on a black background"
 REPLY = "Here is a small red circle at the top-left on a black background. [IMG]"
 BARS = {"ratio": 1.2, "seconds": 0.5}

@@ -49,7 +49,7 @@ LABELS = {
     "routing": ("routing", "right set of output modalities"),
     "t2i": ("text → image", "all attributes"),
     "t2i_direct": ("text → image, caption fed directly", "all attributes"),
-    "t2i_gap": ("direct − through the LLM", "points"),
+    "t2i_gap": ("text → image: direct − through the LLM", "difference"),
     "t2v": ("text → video", "all attributes"),
     "t2a": ("text → audio", "all attributes"),
     "i2t": ("image → text", "every attribute named, none contradicted"),
@@ -244,8 +244,9 @@ def markdown_table(result: dict) -> str:
             continue
         task, metric = LABELS[k]
         op, bar = BARS.get(k, ("", None))
-        bar_s = f"{'≥' if op == '>=' else '≤'} {bar * 100:g} %" if bar is not None else ""
+        unit = " points" if k == "t2i_gap" else " %"
+        bar_s = f"{'≥' if op == '>=' else '≤'} {bar * 100:g}{unit}" if bar is not None else ""
         ok = {True: "yes", False: "NO", None: ""}[result["passed"].get(k)]
-        val = f"{v * 100:+.1f}" if k == "t2i_gap" else f"{v * 100:.1f} %"
+        val = f"{v * 100:+.1f}{unit}" if k == "t2i_gap" else f"{v * 100:.1f}{unit}"
         rows.append(f"| {task} | {metric} | {val} | {bar_s} | {result['counts'][k]} | {ok} |")
     return "\n".join(rows)

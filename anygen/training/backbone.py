@@ -248,6 +248,8 @@ class DialogueBatcher:
             x = inputs[len(media)]
             if x.modality != m:
                 raise ValueError(f"Placeholder {m} does not match the attached {x.modality}")
+            if m not in self.pipe.input_modalities:
+                raise AnyGenInputError(f"A {dialogue.task} dialogue attaches a {m} but the pipeline reads no {m}s: drop the task")
             n = self.pipe.input_projector(m).config.num_queries
             media.append((len(new_ids), n, x))
             new_ids += [t] * n
@@ -262,6 +264,8 @@ class DialogueBatcher:
                     i += len(g) - 1
                     break
             i += 1
+        if missing := {x.modality for x in outputs} - set(self.pipe.output_modalities):
+            raise AnyGenInputError(f"A {dialogue.task} dialogue generates {sorted(missing)} but the pipeline cannot: drop the task")
         if [m for _, m in groups] != [x.modality for x in outputs]:
             raise ValueError(f"Signal groups {[m for _, m in groups]} do not match the outputs {[x.modality for x in outputs]}")
         return dict(ids=new_ids, mask=new_mask, media=media, groups=[(i, m, x) for (i, m), x in zip(groups, outputs)])
@@ -650,7 +654,8 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
     dialogues = dialogue_stream(recipe, stage, cfg, steps)
 
     def loss_fn(step):
-        out = system(batcher(dialogues(step)))
+        # Each process takes its share of the step's dialogues (all of them on a single process).
+        out = system(batcher(dialogues(step)[accelerator.process_index :: accelerator.num_processes]))
         loss = cfg["lm_weight"] * out["lm"] + cfg["mse_weight"] * out["mse"]
         return loss, {"lm": round(out["lm"].item(), 5), "mse": round(out["mse"].item(), 5), "acc": round(out["token_acc"].item(), 4)}
 
