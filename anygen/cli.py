@@ -134,11 +134,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise AnyGenInputError(f"--steps must be a positive int, got {args.steps}")
     if args.guidance is not None and args.guidance < 0:
         raise AnyGenInputError(f"--guidance must be >= 0 (<= 1 disables guidance), got {args.guidance}")
+    from .world import TASKS
+
+    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+    if tasks is not None and (bad := [t for t in tasks if t not in TASKS]):
+        raise AnyGenInputError(f"--tasks: unknown {bad}; choose from {','.join(TASKS)}")
     pipe = _pipeline_loader(args)()
     from .eval.evaluation import evaluate, markdown_table
 
     result = evaluate(
-        pipe, split=args.split, n=args.n, seed=args.seed,
+        pipe, split=args.split, n=args.n, seed=args.seed, tasks=tasks,
         num_inference_steps=args.steps if args.steps is not None else 20,
         guidance_scale=args.guidance if args.guidance is not None else 4.0,
     )
@@ -220,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=100, help="dialogues per task (default 100)")
     e.add_argument("--json", default=None, metavar="F", help="also write the full result as JSON to F")
     e.add_argument("--model", default=None, help="pipeline folder (default: the embedded anygen-tiny)")
+    e.add_argument("--tasks", default=None, help="comma-separated subset of the world's tasks (default: all of the split's)")
     e.add_argument("--seed", type=int, default=0, help="picks the dialogues and seeds the calls (default 0)")
     e.add_argument("--steps", type=int, default=None, help="denoising steps of every generator (default 20)")
     e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 4.0)")

@@ -149,7 +149,8 @@ def test_lm_mask_covers_only_assistant_tokens(pipe):
     tok = pipe.tokenizer
     for b, d in enumerate(ds):
         ids, mask = batch["input_ids"][b], batch["assistant_mask"][b]
-        replies = [expand_signal_markers(m.content, pipe.num_signal_tokens) + tok.eos_token for m in d.messages if m.role == "assistant"]
+        replies = [expand_signal_markers(m.content, pipe.num_signal_tokens) + tok.eos_token
+                   for m in d.messages if m.role == "assistant"]
         assert tok.decode(ids[mask]) == "".join(replies)
         # Nothing of the user's turns, and none of the widened placeholder positions, is scored.
         assert not mask[torch.isin(ids, torch.tensor(list(pipe.placeholder_ids.values())))].any()
@@ -163,7 +164,8 @@ def test_lm_mask_covers_only_assistant_tokens(pipe):
     ids2, derived = assistant_token_mask(plain, msgs)
     assert ids == ids2
     extra = [i for i, (a, b) in enumerate(zip(with_tag, derived)) if b and not a]
-    assert all(not with_tag[i] for i, a in enumerate(derived) if not a) and all(tok.decode([ids[i]]).strip() == "" for i in extra)
+    assert all(not with_tag[i] for i, a in enumerate(derived) if not a)
+    assert all(tok.decode([ids[i]]).strip() == "" for i in extra)
 
 
 def test_align_out_target_is_the_generators_caption_conditioning(pipe):

@@ -151,7 +151,8 @@ def assistant_token_mask(tokenizer, messages: list[dict[str, str]]) -> tuple[lis
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+        before = tokenizer.apply_chat_template(messages[:i], tokenize=True, add_generation_prompt=True, return_dict=True)
+        before = before["input_ids"]
         upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=True, return_dict=True)["input_ids"]
         if list(upto[: len(before)]) != list(before) or list(ids[: len(upto)]) != list(upto):
             raise ValueError("The chat template is not prefix-stable: add a {% generation %} block to mark assistant tokens")
@@ -265,7 +266,9 @@ class DialogueBatcher:
                     break
             i += 1
         if missing := {x.modality for x in outputs} - set(self.pipe.output_modalities):
-            raise AnyGenInputError(f"A {dialogue.task} dialogue generates {sorted(missing)} but the pipeline cannot: drop the task")
+            raise AnyGenInputError(
+                f"A {dialogue.task} dialogue generates {sorted(missing)} but the pipeline cannot: drop the task"
+            )
         if [m for _, m in groups] != [x.modality for x in outputs]:
             raise ValueError(f"Signal groups {[m for _, m in groups]} do not match the outputs {[x.modality for x in outputs]}")
         return dict(ids=new_ids, mask=new_mask, media=media, groups=[(i, m, x) for (i, m), x in zip(groups, outputs)])
@@ -432,7 +435,8 @@ def apply_lora(backbone, tokenizer, cfg: dict):
     from ..models.tokenizer import PLACEHOLDERS, signal_groups
 
     vocab = tokenizer.get_vocab()
-    new_ids = sorted([vocab[p] for p in PLACEHOLDERS.values() if p in vocab] + [i for g in signal_groups(tokenizer).values() for i in g])
+    new_ids = [vocab[p] for p in PLACEHOLDERS.values() if p in vocab]
+    new_ids = sorted(new_ids + [i for g in signal_groups(tokenizer).values() for i in g])
     config = LoraConfig(
         r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
         target_modules=cfg["lora_target_modules"], trainable_token_indices=new_ids, task_type="CAUSAL_LM",
@@ -513,7 +517,6 @@ def initial_pipeline(recipe: Recipe, stage: str, resume: bool = True):
     """
     from transformers import PreTrainedTokenizerFast
 
-    from ..models import projectors  # noqa: F401  diffusers loads only components whose module is imported
     from ..pipelines.pipeline_anygen import AnyGenPipeline
     from .loop import latest_checkpoint
 
@@ -526,7 +529,9 @@ def initial_pipeline(recipe: Recipe, stage: str, resume: bool = True):
         return pipe
     prev = _stage_dir(recipe, PREVIOUS[stage]) / "final"
     if not (prev / "model_index.json").exists():
-        raise AnyGenInputError(f"Stage `{PREVIOUS[stage]}` has not finished ({prev} missing): run `--stage {PREVIOUS[stage]}` first")
+        raise AnyGenInputError(
+            f"Stage `{PREVIOUS[stage]}` has not finished ({prev} missing): run `--stage {PREVIOUS[stage]}` first"
+        )
     return AnyGenPipeline.from_pretrained(prev)
 
 
@@ -643,7 +648,8 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
     cfg = stage_config(recipe, stage)
     steps = _steps(cfg, max_steps)
     # A batch may hold no video (say): its projector is then unused, which DDP must be told to expect.
-    accelerator = make_accelerator(recipe.seed + _SALT[stage], kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = make_accelerator(recipe.seed + _SALT[stage], kwargs_handlers=[ddp])
     pipe = initial_pipeline(recipe, stage, resume)
     pipe.set_progress_bar_config(disable=True)
     mode = backbone_mode(recipe, stage, cfg)
@@ -657,7 +663,8 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
         # Each process takes its share of the step's dialogues (all of them on a single process).
         out = system(batcher(dialogues(step)[accelerator.process_index :: accelerator.num_processes]))
         loss = cfg["lm_weight"] * out["lm"] + cfg["mse_weight"] * out["mse"]
-        return loss, {"lm": round(out["lm"].item(), 5), "mse": round(out["mse"].item(), 5), "acc": round(out["token_acc"].item(), 4)}
+        logs = {"lm": round(out["lm"].item(), 5), "mse": round(out["mse"].item(), 5), "acc": round(out["token_acc"].item(), 4)}
+        return loss, logs
 
     val = DialogueDataset("val", size=cfg["validate_samples"], seed=recipe.seed + 100 + _SALT[stage], tasks=cfg["tasks"],
                           task_weights=cfg["task_weights"] or DEFAULT_TASK_WEIGHTS)
@@ -688,7 +695,8 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
     model = accelerator.unwrap_model(system).eval()
     if last.get("step") != steps:
         validate(steps)
-    figures = {"stage": stage, "backbone": mode, "steps": state.step, "train_seconds": round(state.seconds, 1), **last["figures"]}
+    figures = {"stage": stage, "backbone": mode, "steps": state.step, "train_seconds": round(state.seconds, 1)}
+    figures.update(last["figures"])
     pipe.register_modules(backbone=merged_backbone(model).eval())
     if cfg["judge_samples"]:
         from ..eval.evaluation import evaluate
