@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from anygen import cli
@@ -38,13 +37,7 @@ def script(prompt: str) -> str:
     return "a large red circle at the center on a black background"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The components are tiny: a second thread only adds synchronisation (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

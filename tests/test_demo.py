@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -34,12 +33,7 @@ def script(messages: list[dict]) -> str:
     return "Here is a red circle. [IMG]"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
