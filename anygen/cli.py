@@ -140,12 +140,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if tasks is not None and (bad := [t for t in tasks if t not in TASKS]):
         raise AnyGenInputError(f"--tasks: unknown {bad}; choose from {','.join(TASKS)}")
     pipe = _pipeline_loader(args)()
-    from .eval.evaluation import evaluate, markdown_table
+    from .eval.evaluation import DEFAULT_GUIDANCE_SCALE, evaluate, markdown_table
 
     result = evaluate(
         pipe, split=args.split, n=args.n, seed=args.seed, tasks=tasks,
         num_inference_steps=args.steps if args.steps is not None else 20,
-        guidance_scale=args.guidance if args.guidance is not None else 4.0,
+        guidance_scale=args.guidance if args.guidance is not None else DEFAULT_GUIDANCE_SCALE,
     )
     result = {"model": args.model or str(DEFAULT_WEIGHTS), **result}
     if args.json:
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="outputs")
     g.add_argument("--model", default=None, help="pipeline folder (default: the embedded anygen-tiny)")
     g.add_argument("--steps", type=int, default=None, help="denoising steps of every generator (default: the pipeline's, 20)")
-    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's, 4.0)")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's, 1.5)")
     _add_kernels_flag(g)
     g.set_defaults(func=cmd_generate)
 
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", default=None, help="comma-separated subset of the world's tasks (default: all of the split's)")
     e.add_argument("--seed", type=int, default=0, help="picks the dialogues and seeds the calls (default 0)")
     e.add_argument("--steps", type=int, default=None, help="denoising steps of every generator (default 20)")
-    e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 4.0)")
+    e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 1.5)")
     _add_kernels_flag(e)
     e.set_defaults(func=cmd_eval)
     return p

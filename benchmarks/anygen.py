@@ -47,7 +47,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--guidance", type=float, default=1.5, help="guidance scale (default 1.5, the model card's)")
     p.add_argument("--scripted", action="store_true", help="force the canonical reply (untrained/smoke models)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# `python benchmarks/<this>.py` puts benchmarks/ first on sys.path, where benchmarks/anygen.py would shadow the package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,6 +24,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# `python benchmarks/<this>.py` puts benchmarks/ first on sys.path, where benchmarks/anygen.py would shadow the package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def recipe_shaped_pipeline():

@@ -1,7 +1,7 @@
 """Latency of the committed anygen-tiny generators: warm, one sample, 20 steps.
 
 Usage:
-    python benchmarks/generators.py [--weights weights/anygen-tiny] [--threads 2] [--repeats 5]
+    python benchmarks/generators.py [--weights weights/anygen-tiny] [--threads 2] [--repeats 5] [--guidance 1.5]
 
 Prints a table of median seconds per sample next to the issue's bars.
 """
@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=1.5, help="guidance scale (default 1.5, the model card's)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from diffusers import AnimateDiffPipeline, StableDiffusionPipeline
@@ -43,7 +44,7 @@ def main() -> int:
 
     root = Path(args.weights)
     rows = []
-    kw = dict(num_inference_steps=args.steps)
+    kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
     if (root / "image_generator").exists():
         pipe = StableDiffusionPipeline.from_pretrained(root / "image_generator")
         pipe.set_progress_bar_config(disable=True)

@@ -313,6 +313,13 @@ BAD = [
     (dict(max_new_tokens=0), "`max_new_tokens`"),
     (dict(num_frames=0), "`num_frames`"),
     (dict(logits_processor=[lambda ids, s: s]), "`logits_processor`"),
+    (dict(scheduler="NoSuchScheduler"), "`scheduler`: unknown scheduler 'NoSuchScheduler'"),
+    (dict(scheduler={"picture": "DDIMScheduler"}), r"`scheduler`: \['picture'\] are not output modalities"),
+    (dict(scheduler={"audio": "ddim"}), "`scheduler`: unknown scheduler 'ddim' for the audio generator"),
+    (dict(scheduler=3), "`scheduler` must be"),
+    (dict(callback_on_step_end=3), "`callback_on_step_end` must be a function"),
+    (dict(callback_on_step_end_tensor_inputs=["noise"]), "`callback_on_step_end_tensor_inputs`"),
+    (dict(callback_on_step_end_tensor_inputs="latents"), "`callback_on_step_end_tensor_inputs`"),
 ]
 
 
@@ -337,6 +344,122 @@ def test_missing_modality_is_an_input_error():
     # A group of a modality without a generator is never started, even if the reply tries.
     out = image_only("play", logits_processor=script(image_only, "A. [AUD]"), **FAST)
     assert out.audios == [] and "[AUD" not in out.text
+
+
+# ----------------------------------------------------------------------------- hooks: step callback, scheduler, batch
+
+
+def _frames(video):
+    return np.stack([arr(f) for f in video])
+
+
+def test_callback_on_step_end_sees_every_step_of_every_medium(pipe):
+    calls = []
+
+    def record(generator, step, timestep, kw):
+        calls.append((kw["medium_index"], kw["modality"], step, tuple(kw["latents"].shape), generator))
+
+    steps = 3
+    out = pipe("draw", logits_processor=script(pipe, ALL3), callback_on_step_end=record, num_inference_steps=steps, seed=0)
+    latents = {"image": (1, 4, 8, 8), "video": (1, 4, pipe.config.num_frames, 8, 8), "audio": (1, 4, 8, 8)}
+    for j, m in enumerate(["image", "video", "audio"]):  # reply order: ALL3's markers
+        mine = [c for c in calls if c[0] == j]
+        assert [c[1:4] for c in mine] == [(m, i, latents[m]) for i in range(steps)]
+        assert all(c[4] is pipe.generator(m) for c in mine), "the callback gets the generator pipeline (its vae decodes)"
+    assert len(calls) == 3 * steps
+    plain = pipe("draw", logits_processor=script(pipe, ALL3), num_inference_steps=steps, seed=0)
+    np.testing.assert_array_equal(arr(out.images[0]), arr(plain.images[0]))  # an observing callback changes nothing
+    np.testing.assert_array_equal(out.audios[0], plain.audios[0])
+
+
+def test_callback_on_step_end_can_change_the_latents(pipe):
+    def shift(generator, step, timestep, kw):
+        return {"latents": kw["latents"] + 0.5} if step == 0 else None
+
+    plain = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
+    out = pipe("draw", logits_processor=script(pipe, ALL3), callback_on_step_end=shift, **FAST)
+    assert np.abs(arr(out.images[0]) - arr(plain.images[0])).max() > 0
+    assert np.abs(_frames(out.videos[0]) - _frames(plain.videos[0])).max() > 0
+    assert np.abs(out.audios[0] - plain.audios[0]).max() > 1e-4  # our audio pipeline honours it too
+
+    seen = []  # the embeddings can be asked for as well (the generator's own tensors)
+    pipe("draw", logits_processor=script(pipe, "A. [AUD]"), callback_on_step_end=lambda g, i, t, kw: seen.append(sorted(kw)),
+         callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "negative_prompt_embeds"], **FAST)
+    assert seen[0] == ["latents", "medium_index", "modality", "negative_prompt_embeds", "prompt_embeds"]
+
+
+def test_scheduler_per_call_leaves_the_pipeline_alone(pipe):
+    image_gen, audio_gen = pipe.generator("image"), pipe.generator("audio")
+    before = (image_gen.scheduler, dict(image_gen.scheduler.config), image_gen.config["scheduler"], audio_gen.scheduler)
+    default = pipe("draw", logits_processor=script(pipe, "A. [IMG] B. [AUD]"), num_inference_steps=3, seed=0)
+    used = []
+    euler = pipe("draw", logits_processor=script(pipe, "A. [IMG] B. [AUD]"), num_inference_steps=3, seed=0,
+                 scheduler="EulerDiscreteScheduler", callback_on_step_end=lambda g, i, t, kw: used.append(type(g.scheduler).__name__))
+    assert set(used) == {"EulerDiscreteScheduler"}
+    assert np.abs(arr(euler.images[0]) - arr(default.images[0])).max() > 0
+    assert np.abs(euler.audios[0] - default.audios[0]).max() > 1e-4
+    ddim_audio = pipe("draw", logits_processor=script(pipe, "A. [IMG] B. [AUD]"), num_inference_steps=3, seed=0,
+                      scheduler={"audio": "DDIMScheduler"})
+    np.testing.assert_array_equal(arr(ddim_audio.images[0]), arr(default.images[0]))  # other modalities keep their own
+    assert np.abs(ddim_audio.audios[0] - default.audios[0]).max() > 1e-4
+    after = (image_gen.scheduler, dict(image_gen.scheduler.config), image_gen.config["scheduler"], audio_gen.scheduler)
+    assert after[0] is before[0] and after[3] is before[3] and after[1:3] == before[1:3]
+    assert type(pipe.generator("image").scheduler).__name__ == "DPMSolverMultistepScheduler"
+    again = pipe("draw", logits_processor=script(pipe, "A. [IMG] B. [AUD]"), num_inference_steps=3, seed=0)
+    np.testing.assert_array_equal(arr(again.images[0]), arr(default.images[0]))
+
+
+def test_generate_batch_equals_single_calls(pipe):
+    replies = [ALL3, "Two. [IMG] [IMG]", "Just words.", "A. [IMG]", "B. [AUD]"]
+    settings = [{}, {}, {}, {"scheduler": "DDIMScheduler"}, {"negative_prompt": "a low tone"}]
+    requests = [dict(prompt=f"request {i}", seed=10 * i, num_inference_steps=2, logits_processor=script(pipe, r), **kw)
+                for i, (r, kw) in enumerate(zip(replies, settings))]
+    batch_sizes = []
+    hook = pipe.image_generator.unet.register_forward_pre_hook(lambda m, args: batch_sizes.append(args[0].shape[0]))
+    try:
+        batched = pipe.generate_batch(requests)
+    finally:
+        hook.remove()
+    # 3 images share settings (and the video's UNet is another module): one stack of 3, under guidance 6 rows;
+    # the DDIM image is a stack of its own.
+    assert sorted(set(batch_sizes)) == [2, 6]
+    for request, reply, b in zip(requests, replies, batched):
+        one = pipe(**{**request, "logits_processor": script(pipe, reply)})
+        assert b.text == one.text
+        assert (len(b.images), len(b.videos), len(b.audios)) == (len(one.images), len(one.videos), len(one.audios))
+        for x, y in zip(b.images, one.images):
+            np.testing.assert_array_equal(arr(x), arr(y))
+        for x, y in zip(b.videos, one.videos):
+            np.testing.assert_allclose(_frames(x), _frames(y), atol=1)  # batched matmuls round differently
+        for x, y in zip(b.audios, one.audios):
+            np.testing.assert_allclose(x, y, atol=2e-4)  # ... and Griffin-Lim spreads it
+    # max_batch bounds a stack; a request's callback still sees its own medium, alone.
+    steps = []
+    small = pipe.generate_batch([{**requests[1], "logits_processor": script(pipe, replies[1]),
+                                  "callback_on_step_end": lambda g, i, t, kw: steps.append((kw["medium_index"], i, kw["latents"].shape[0]))},
+                                 {**requests[3], "logits_processor": script(pipe, replies[3]), "scheduler": None}],
+                                max_batch=1)
+    assert steps == [(0, 0, 1), (0, 1, 1), (1, 0, 1), (1, 1, 1)]
+    np.testing.assert_array_equal(arr(small[0].images[1]), arr(batched[1].images[1]))
+
+
+def test_generate_batch_bad_requests(pipe, monkeypatch):
+    good = dict(prompt="draw", seed=0, num_inference_steps=2, logits_processor=script(pipe, "A. [IMG]"))
+    out = pipe.generate_batch([good, dict(prompt=""), dict(prompt="x", colour="red"), "draw"], return_exceptions=True)
+    assert isinstance(out[0], AnyGenOutput) and len(out[0].images) == 1
+    assert isinstance(out[1], AnyGenInputError) and "`prompt` is empty" in str(out[1])
+    assert isinstance(out[2], AnyGenInputError) and "colour" in str(out[2])
+    assert isinstance(out[3], AnyGenInputError) and "a request must be a dict" in str(out[3])
+    assert pipe.generate_batch([{**good, "logits_processor": script(pipe, "A. [IMG]"), "return_dict": False}])[0][0] == "A. [IMG]"
+
+    def boom(*a, **k):
+        raise AssertionError("a model ran before every request was checked")
+
+    monkeypatch.setattr(pipe.backbone, "generate", boom)
+    with pytest.raises(AnyGenInputError, match=r"`requests\[1\]`: `seed`"):
+        pipe.generate_batch([good, dict(prompt="draw", seed=-1)])
+    with pytest.raises(AnyGenInputError, match="`max_batch`"):
+        pipe.generate_batch([good], max_batch=0)
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -232,22 +232,23 @@ def test_atomic_writes_leave_no_half_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.txt", "v.gif", "v.mp4"]
 
 
-def test_batching_raises_throughput_without_changing_outputs(pipe):
-    from anygen.apps.batching import generate_batch
-
-    prompts = ["draw a", "both b", "say c", "play d", "draw e"]
-    requests = [(p, dict(seed=i, num_inference_steps=3, logits_processor=[ScriptedReply(pipe.tokenizer, script(p))]))
-                for i, p in enumerate(prompts)]
-    batched = generate_batch(pipe, requests)
-    assert "_generate_medium" not in pipe.__dict__, "the pipeline is left as it was"
-    for (p, kw), b in zip(requests, batched):
-        one = pipe(p, **{**kw, "logits_processor": [ScriptedReply(pipe.tokenizer, script(p))]})
-        assert b.text == one.text
-        assert len(b.images) == len(one.images) and len(b.audios) == len(one.audios)
-        for x, y in zip(b.images, one.images):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-        for x, y in zip(b.audios, one.audios):
-            np.testing.assert_allclose(x, y, atol=2e-4)  # batched matmuls round differently; Griffin-Lim spreads it
+def test_items_of_a_chunk_are_denoised_together(tmp_path, pipe):
+    # The chunk goes through pipe.generate_batch: its 3 images share one UNet batch (6 rows under guidance),
+    # the single audio its own; the files still equal one plain call per item (test_run_writes_items_...).
+    prompts = write_lines(tmp_path / "p.txt", ["draw a", "both b", "say c", "draw d"])
+    rows = []
+    hook = pipe.image_generator.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        assert run_batch(prompts, tmp_path / "out", pipe=pipe, settings=settings(pipe, batch_size=4), progress=False) == 0
+    finally:
+        hook.remove()
+    assert set(rows) == {6}
+    assert [r["files"] for r in manifest(tmp_path / "out")] == [
+        ["000001/reply.txt", "000001/image_0.png"],
+        ["000002/reply.txt", "000002/image_0.png", "000002/audio_0.wav"],
+        ["000003/reply.txt"],
+        ["000004/reply.txt", "000004/image_0.png"],
+    ]
 
 
 # --- the command line ------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from anygen.apps.demo import ERROR_TITLE, launch_demo
+from anygen.apps.demo import ERROR_TITLE, NOTE_PREFIX, launch_demo
 from anygen.apps.loading import load_pipeline
+from anygen.apps.media import load_audio_clip
+from anygen.errors import AnyGenInputError
 from anygen.testing import ScriptedReply, build_tiny_random_pipeline
 from anygen.world import Scene, Shape, render_image
 
@@ -131,14 +133,51 @@ def test_bad_input_comes_back_as_a_chat_message(app, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a picture")
     reply, _ = c.predict({"text": "what is this?", "files": [handle_file(tmp_path / "broken.png")]}, api_name="/chat")
     assert reply["metadata"]["title"] == ERROR_TITLE and "cannot read" in reply["content"]
-    loud = tmp_path / "long.wav"
-    import soundfile as sf
-
-    sf.write(loud, np.zeros(3 * 16000, np.float32), 16000)
-    reply, _ = c.predict({"text": "what do you hear?", "files": [handle_file(loud)]}, api_name="/chat")
-    assert reply["metadata"]["title"] == ERROR_TITLE and "trim it" in reply["content"]
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not a sound")
+    reply, _ = c.predict({"text": "what do you hear?", "files": [handle_file(tmp_path / "broken.wav")]}, api_name="/chat")
+    assert reply["metadata"]["title"] == ERROR_TITLE and "cannot read" in reply["content"]
     reply, _ = c.predict({"text": "draw a red circle", "files": []}, api_name="/chat")
     assert "metadata" not in reply or not reply["metadata"], "the session goes on after errors"
+
+
+def _tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def test_load_audio_clip_converts_and_says_so(tmp_path):
+    import soundfile as sf
+    import torch
+    import torchaudio
+
+    sf.write(tmp_path / "short.wav", _tone(0.5, 16000), 16000)
+    wave, note = load_audio_clip(tmp_path / "short.wav")
+    assert note is None and wave.dtype == np.float32 and wave.shape == (8000,)
+    sf.write(tmp_path / "long.wav", _tone(3.0, 44100, channels=2), 44100, subtype="FLOAT")
+    wave, note = load_audio_clip(tmp_path / "long.wav")
+    assert wave.dtype == np.float32 and wave.shape == (16000,)
+    assert note == "long.wav was resampled from 44100 Hz to 16000 Hz and cut to its first 1 s (it lasts 3.0 s)."
+    expected = torchaudio.functional.resample(torch.from_numpy(_tone(1.0, 44100)), 44100, 16000).numpy()
+    np.testing.assert_allclose(wave, expected, atol=1e-5)
+    with pytest.raises(AnyGenInputError, match="cannot read"):
+        (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVE")
+        load_audio_clip(tmp_path / "bad.wav")
+
+
+def test_long_recording_is_converted_with_a_note(app, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "recording.wav", _tone(3.0, 48000), 48000)
+    c = client(app, tmp_path)
+    reply, _ = c.predict({"text": "what do you hear?", "files": [handle_file(tmp_path / "recording.wav")]}, api_name="/chat")
+    assert not reply.get("metadata"), reply
+    note, text, image = reply["content"]
+    assert note.startswith(NOTE_PREFIX) and "resampled from 48000 Hz" in note and "first 1 s (it lasts 3.0 s)" in note
+    assert text == "Here is a red circle." and Path(image).suffix == ".png"
+    assert app.calls[-1] == [{"role": "user", "content": "<audio>\nwhat do you hear?"}]
+    c.predict({"text": "now make it blue", "files": []}, api_name="/chat")
+    assert app.calls[-1][1] == {"role": "assistant", "content": "Here is a red circle. [IMG]"}, "the note is not the model's"
 
 
 def test_serves_only_its_own_files(app):

@@ -32,7 +32,7 @@ def _audio_pipe(**kw):
 
 
 def test_audio_pipeline_output_and_slice():
-    out = _audio_pipe()(CAPTION, num_inference_steps=2, generator=torch.manual_seed(0))
+    out = _audio_pipe()(CAPTION, num_inference_steps=2, guidance_scale=4.0, generator=torch.manual_seed(0))
     assert out.sample_rate == 16000
     assert out.audios.shape == (1, 15 * 256) and out.audios.dtype == np.float32
     assert np.isfinite(out.audios).all() and np.abs(out.audios).max() > 0

@@ -7,6 +7,7 @@ recipe assembles a 32-wide ``LlamaForCausalLM`` around them through the same cod
 from __future__ import annotations
 
 import copy
+import os
 import json
 import math
 import random
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from anygen import AnyGenPipeline
+from anygen.errors import AnyGenInputError
 from anygen.models.tokenizer import expand_signal_markers, signal_groups
 from anygen.pipelines.pipeline_anygen import encode_caption
 from anygen.testing import ScriptedReply, tiny_audio_generator, tiny_image_generator, tiny_video_generator
@@ -26,6 +28,7 @@ from anygen.training.backbone import (
     assistant_token_mask,
     backbone_mode,
     build_system,
+    initial_pipeline,
     make_optimizer,
     merged_backbone,
     stage_config,
@@ -310,6 +313,53 @@ def test_resume_continues_exactly(trained):
     assert all(torch.equal(first[k], again[k]) for k in first)
     last = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()][-1]
     assert last["step"] == first_loss["step"] == 4 and last["loss"] == first_loss["loss"]
+
+
+def test_later_stages_take_the_generators_from_the_recipe(trained, tmp_path):
+    # A generator trained further after align-in (a longer stage 0) is the one later stages align to.
+    retrained = tiny_image_generator(seed=7)
+    retrained.save_pretrained(tmp_path / "image_generator")
+    text = trained.path.read_text()
+    old_path = str(trained.sections["components"]["image_generator"]["path"])
+    copy_path = trained.path.with_name("retrained.toml")
+    copy_path.write_text(text.replace(f'path = "{old_path}"', f'path = "{tmp_path / "image_generator"}"'))
+    pipe = initial_pipeline(load_recipe(copy_path), "instruct")
+    want = retrained.unet.state_dict()
+    got = pipe.image_generator.unet.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    # ...while the trained projectors still come from the previous stage's export.
+    prev = AnyGenPipeline.from_pretrained(trained.run_dir / "align-out" / "final")
+    assert all(torch.equal(a, b) for a, b in zip(prev.image_output_projector.parameters(), pipe.image_output_projector.parameters()))
+
+
+@pytest.mark.parametrize("value, applied", [("off", False), ("torch", True)])
+def test_recipe_kernels_key(recipe_path, tmp_path, monkeypatch, value, applied):
+    from anygen.kernels import kernels_applied
+
+    monkeypatch.delenv("ANYGEN_KERNELS", raising=False)
+    path = recipe_path.with_name(f"kernels_{value}.toml")
+    path.write_text(f'kernels = "{value}"\n' + recipe_path.read_text())
+    pipe = AnyGenPipeline.from_recipe(path)
+    assert kernels_applied(pipe.backbone) is applied and kernels_applied(pipe.image_generator.unet) is applied
+    assert os.environ.get("ANYGEN_KERNELS") == ("torch" if applied else None)
+    if applied:  # the PyTorch references of the patched modules compute what the originals did
+        ids = torch.tensor([[1, 5, 9, 3]])
+        patched = pipe.backbone(ids).logits
+        pipe.disable_kernels()
+        assert torch.allclose(patched, pipe.backbone(ids).logits, atol=1e-5)
+
+
+def test_recipe_kernels_key_rejects_unknown_modes_and_env_wins(recipe_path, monkeypatch):
+    from anygen.pipelines.assembly import recipe_kernels
+
+    bad = recipe_path.with_name("kernels_bad.toml")
+    bad.write_text('kernels = "fast"\n' + recipe_path.read_text())
+    with pytest.raises(AnyGenInputError, match="kernels"):
+        AnyGenPipeline.from_recipe(bad)
+    monkeypatch.setenv("ANYGEN_KERNELS", "auto")
+    good = recipe_path.with_name("kernels_triton.toml")
+    good.write_text('kernels = "triton"\n' + recipe_path.read_text())
+    assert recipe_kernels(load_recipe(good)) == "auto"  # $ANYGEN_KERNELS (or the CLI's --kernels) wins
 
 
 def test_eval_cli_writes_every_metric(trained, tmp_path, capsys):

@@ -269,31 +269,22 @@ def _call_kwargs(item: BatchItem, settings: RunSettings) -> dict[str, Any]:
 def generate_items(pipe, items: list[BatchItem], settings: RunSettings) -> Iterator[tuple[BatchItem, Any, float]]:
     """Run the pipeline over ``items``; yield ``(item, output or exception, seconds)`` per item, in order.
 
-    Items are taken ``settings.batch_size`` at a time; the media of a chunk that go to the same
-    generator with the same settings are denoised together (:func:`~anygen.apps.batching.generate_batch`).
-    ``seconds`` is the chunk's time shared evenly. An item whose inputs cannot be read fails alone.
+    Items are taken ``settings.batch_size`` at a time through ``pipe.generate_batch``, which denoises the media
+    of a chunk that go to the same generator with the same settings together. ``seconds`` is the chunk's time
+    shared evenly. An item whose inputs cannot be read, or whose call fails, fails alone.
     """
-    from .batching import generate_batch
-
     for start in range(0, len(items), settings.batch_size):
         chunk = items[start : start + settings.batch_size]
         ready: list[tuple[BatchItem, dict]] = []
         for item in chunk:
             try:
-                ready.append((item, _call_kwargs(item, settings)))
+                ready.append((item, {"prompt": item.prompt, **_call_kwargs(item, settings)}))
             except Exception as e:  # an unreadable input file fails this item only
                 yield item, e, 0.0
         if not ready:
             continue
         t0 = time.perf_counter()
-        if len(ready) == 1:
-            item, kwargs = ready[0]
-            try:
-                outputs = [pipe(item.prompt, **kwargs)]
-            except Exception as e:
-                outputs = [e]
-        else:
-            outputs = generate_batch(pipe, [(it.prompt, kw) for it, kw in ready])
+        outputs = pipe.generate_batch([request for _, request in ready], return_exceptions=True)
         seconds = (time.perf_counter() - t0) / len(ready)
         for (item, _), out in zip(ready, outputs):
             yield item, out, seconds

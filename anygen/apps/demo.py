@@ -8,9 +8,15 @@ blue" refers to the last image.
 
 Streaming: the reply's text grows as the backbone writes it (an observing
 ``LogitsProcessor``, which passes the scores through unchanged); then, for
-images, a decoded preview of the denoising replaces the placeholder while
+images, a preview of the denoising (the pipeline's ``callback_on_step_end``
+decodes the latents with the generator's VAE) replaces the placeholder while
 previews stay under :data:`PREVIEW_BUDGET` of the time spent denoising
 (``benchmarks/demo_preview.py`` measures the overhead); then the final media.
+The scheduler chosen in the settings goes to the pipeline's ``scheduler=``.
+
+A recorded or uploaded sound longer than the model hears (1 s), or at another
+sample rate, is converted (resampled to 16 kHz, its first second kept) and the
+reply starts with a note saying so.
 
 Offline by default: binds 127.0.0.1, analytics off, no share link unless
 asked, no web fonts, and every file it serves lives in its own temporary
@@ -38,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import AnyGenInputError
-from .media import load_any, media_kind, write_audio, write_image, write_video
+from .media import load_any, load_audio_clip, media_kind, write_audio, write_image, write_video
 
 PREVIEW_BUDGET = 0.15
 """Previews may add at most this fraction to the time spent denoising (the issue's bar is 20 %)."""
@@ -55,6 +61,8 @@ _MARKER_RE = re.compile(r"\[(IMG|VID|AUD)\]")
 _SIGNAL_TOKEN_RE = re.compile(r"\[(?:IMG|VID|AUD)\d+\]")
 _KIND_OF_MARKER = {"IMG": "image", "VID": "video", "AUD": "audio"}
 ERROR_TITLE = "⚠️ Error"
+NOTE_PREFIX = "ℹ️ "
+"""Starts a note of the demo's own in a reply (e.g. a converted sound); notes are not part of the conversation."""
 
 EXAMPLES = [
     ("draw a large red circle at the center on a black background", None),
@@ -193,7 +201,8 @@ def to_conversation(history: list[dict], message: dict) -> tuple[list[dict[str, 
         texts, placeholders = [], []
         for kind, value in items:
             if kind == "text":
-                texts.append(value.strip())
+                if not (role == "assistant" and value.startswith(NOTE_PREFIX)):
+                    texts.append(value.strip())
                 continue
             medium = media_kind(value)
             if medium is None:
@@ -228,6 +237,27 @@ def reply_content(text: str, media: list[Any]) -> list:
         kind = _KIND_OF_MARKER[piece]
         content.append({"path": str(item)} if isinstance(item, (str, Path)) else f"*({kind} coming…)*")
     return content or ["(no reply)"]
+
+
+def _load_attachments(files: dict[str, list[str]]) -> tuple[dict[str, list], list[str]]:
+    """The attached files as pipeline arguments (``{"images": [...], ...}``), and notes on converted sounds.
+
+    Raises:
+        AnyGenInputError: a file cannot be read.
+    """
+    media, notes = {}, []
+    for kind, paths in files.items():
+        values = []
+        for path in paths:
+            if kind == "audio":  # recordings and uploads come at any rate and length
+                wave, note = load_audio_clip(path)
+                values.append(wave)
+                notes += [note] if note else []
+            else:
+                values.append(load_any(path)[1])
+        if values:
+            media[f"{kind}s"] = values
+    return media, notes
 
 
 # --- the chat function ------------------------------------------------------------------------
@@ -278,66 +308,49 @@ class ChatDemo:
 
         return ReplyObserver()
 
-    def _schedulers(self, name: str, reply: "_ReplyState") -> dict:
-        """A fresh scheduler per generator for this call (``name``'s class, or each generator's own).
+    def _step_callback(self, reply: "_ReplyState"):
+        """The pipeline's ``callback_on_step_end`` for one request.
 
-        Their ``step`` first checks for a stop and sends the finished reply text (the backbone is done
-        once denoising starts); the image generator's also sends previews within the budget.
+        At the end of every denoising step it checks for a stop and sends the finished reply text (the backbone
+        is done once denoising starts); for an image it also decodes a preview with the generator's VAE, from a
+        quarter of the steps on, while previews fit the budget.
         """
-        import diffusers
+        budget = self.preview_budget
+        clock = {"start": 0.0, "spent": 0.0, "cost": 0.0}
 
-        new = {}
-        image = self.pipe.generators().get("image")
-        for modality, g in self.pipe.generators().items():
-            cls = type(g.scheduler) if SCHEDULERS[name] is None else getattr(diffusers, SCHEDULERS[name])
-            sched = new[modality] = cls.from_config(g.scheduler.config)
-            sched.step = self._observed_step(sched, reply, image if modality == "image" else None)
-        return new
-
-    def _observed_step(self, sched, reply: "_ReplyState", image_generator):
-        step, budget = sched.step, self.preview_budget
-        clock = {"index": -1, "start": 0.0, "spent": 0.0, "cost": 0.0}
-
-        def observed_step(model_output, timestep, sample, *args, **kwargs):
+        def on_step_end(pipeline, step, timestep, callback_kwargs):
             reply.check()
             reply.flush()
-            if timestep == sched.timesteps[0]:  # a new medium starts
-                clock.update(index=clock["index"] + 1, start=time.perf_counter(), spent=0.0)
-            out = step(model_output, timestep, sample, *args, **kwargs)
-            if image_generator is None or budget <= 0 or timestep == sched.timesteps[-1]:
-                return out
-            latents = out[0] if isinstance(out, tuple) else out.prev_sample
-            denoising = time.perf_counter() - clock["start"] - clock["spent"]
-            # The first preview waits for a quarter of the steps; each must fit the budget.
-            if sched.step_index >= len(sched.timesteps) // 4 and clock["spent"] + clock["cost"] <= budget * denoising:
-                t0 = time.perf_counter()
-                vae = image_generator.vae
+            now = time.perf_counter()
+            if step == 0:  # a new medium
+                clock.update(start=now, spent=0.0)
+            steps = len(pipeline.scheduler.timesteps)
+            if callback_kwargs["modality"] != "image" or budget <= 0 or step == steps - 1:
+                return None
+            denoising = now - clock["start"] - clock["spent"]
+            if step >= steps // 4 and clock["spent"] + clock["cost"] <= budget * denoising:
+                vae = pipeline.vae
+                latents = callback_kwargs["latents"]
                 decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-                preview = image_generator.image_processor.postprocess(decoded, output_type="pil")[0]
-                reply.events.put(("preview", (clock["index"], preview)))
-                clock["cost"] = time.perf_counter() - t0
+                preview = pipeline.image_processor.postprocess(decoded, output_type="pil")[0]
+                reply.events.put(("preview", (callback_kwargs["medium_index"], preview)))
+                clock["cost"] = time.perf_counter() - now
                 clock["spent"] += clock["cost"]
-            return out
+            return None
 
-        return observed_step
+        return on_step_end
 
-    def _run(self, messages, media, settings, scheduler: str, reply: "_ReplyState") -> None:
+    def _run(self, messages, media, settings, reply: "_ReplyState") -> None:
         extra = list(self.logits_processor(messages)) if self.logits_processor else []
         with self.lock:
             if reply.cancel.is_set():
                 return
-            generators = self.pipe.generators()
-            originals = {m: g.scheduler for m, g in generators.items()}
             try:
-                for m, s in self._schedulers(scheduler, reply).items():
-                    generators[m].scheduler = s
-                out = self.pipe(messages, **media, **settings, logits_processor=[self._observer(reply), *extra])
+                out = self.pipe(messages, **media, **settings, logits_processor=[self._observer(reply), *extra],
+                                callback_on_step_end=self._step_callback(reply))
                 reply.events.put(("done", out))
             except BaseException as e:  # everything reaches the chat, nothing kills the server
                 reply.events.put(("error", e))
-            finally:
-                for m, s in originals.items():
-                    generators[m].scheduler = s
 
     def _error(self, e: BaseException) -> dict:
         text = str(e) if isinstance(e, AnyGenInputError) else f"Generation failed: {type(e).__name__}: {e}"
@@ -349,17 +362,19 @@ class ChatDemo:
         seed = random.randrange(2**31 - 1) if random_seed or seed is None else int(seed)
         try:
             messages, files = to_conversation(history, message or {})
-            media = {f"{k}s": [load_any(p)[1] for p in paths] for k, paths in files.items() if paths}
+            media, notes = _load_attachments(files)
             if scheduler not in SCHEDULERS:
                 raise AnyGenInputError(f"scheduler must be one of {list(SCHEDULERS)}, got {scheduler!r}")
         except AnyGenInputError as e:
             yield self._error(e), seed
             return
-        settings = dict(seed=seed, num_inference_steps=int(steps), guidance_scale=float(guidance))
+        settings = dict(seed=seed, num_inference_steps=int(steps), guidance_scale=float(guidance),
+                        scheduler=SCHEDULERS[scheduler])
         folder = self.workdir / "replies" / uuid.uuid4().hex
         folder.mkdir(parents=True)
         reply = _ReplyState(self.pipe)
-        threading.Thread(target=self._run, args=(messages, media, settings, scheduler, reply), daemon=True).start()
+        threading.Thread(target=self._run, args=(messages, media, settings, reply), daemon=True).start()
+        notes = [NOTE_PREFIX + n for n in notes]
         text, previews = "", {}
         try:
             while True:
@@ -368,23 +383,20 @@ class ChatDemo:
                     text = value
                     if not text:
                         continue
-                    yield {"role": "assistant", "content": reply_content(text, [])}, seed
+                    yield {"role": "assistant", "content": notes + reply_content(text, [])}, seed
                 elif kind == "preview":
-                    i, im = value
+                    i, im = value  # i: the medium's position in the reply, i.e. its marker's
                     path = folder / f"preview_{i}_{len(previews)}.png"
                     write_image(path, im)
                     previews[i] = path
-                    n_img = 0
-                    media = []
-                    for m in _MARKER_RE.findall(text):
-                        media.append(previews.get(n_img) if m == "IMG" else None)
-                        n_img += m == "IMG"
-                    yield {"role": "assistant", "content": reply_content(text, media)}, seed
+                    media = [previews.get(j) for j in range(len(_MARKER_RE.findall(text)))]
+                    yield {"role": "assistant", "content": notes + reply_content(text, media)}, seed
                 elif kind == "error":
                     yield self._error(value), seed
                     return
                 else:
-                    yield {"role": "assistant", "content": reply_content(value.text, self._save(value, folder))}, seed
+                    content = notes + reply_content(value.text, self._save(value, folder))
+                    yield {"role": "assistant", "content": content}, seed
                     return
         finally:
             reply.cancel.set()  # the user stopped or left: the worker stops at its next token or step

@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import AnyGenInputError
+from ..world import spec
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = spec.SAMPLE_RATE
 VIDEO_FPS = 8
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -52,8 +53,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise AnyGenInputError(f"image: cannot read {str(path)!r} as an image ({e})") from None
 
 
-def load_audio(path: str | Path) -> np.ndarray:
-    """A float32 mono waveform at 16 kHz from a sound file (stereo is averaged, other rates resampled)."""
+def _read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """A sound file as a float32 mono waveform (stereo averaged) at its own sample rate."""
     import soundfile as sf
 
     path = _check_file(path, "audio")
@@ -61,13 +62,51 @@ def load_audio(path: str | Path) -> np.ndarray:
         wave, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
     except (RuntimeError, sf.LibsndfileError) as e:
         raise AnyGenInputError(f"audio: cannot read {str(path)!r} as a sound file ({e})") from None
-    wave = wave.mean(axis=1)
+    if wave.shape[0] == 0:
+        raise AnyGenInputError(f"audio: {str(path)!r} holds no samples")
+    return wave.mean(axis=1), rate
+
+
+def _resample(wave: np.ndarray, rate: int) -> np.ndarray:
     if rate != SAMPLE_RATE:
         import torch
         import torchaudio
 
         wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, SAMPLE_RATE).numpy()
+        wave = np.clip(wave, -1.0, 1.0)  # the filter may overshoot a full-scale input slightly
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """A float32 mono waveform at 16 kHz from a sound file (stereo is averaged, other rates resampled)."""
+    return _resample(*_read_audio(path))
+
+
+def load_audio_clip(path: str | Path, seconds: float = spec.NUM_SAMPLES / spec.SAMPLE_RATE) -> tuple[np.ndarray, str | None]:
+    """A sound file as the model hears it: mono, resampled to 16 kHz, its first ``seconds`` kept.
+
+    Args:
+        path: the sound file (a recording or an upload).
+        seconds: the most the model hears.
+
+    Returns:
+        ``(waveform, note)``: float32 samples at 16 kHz, and a sentence saying what was changed (``None`` when
+        the file was already a 16 kHz clip of at most ``seconds``).
+
+    Raises:
+        AnyGenInputError: the file is missing or unreadable.
+    """
+    wave, rate = _read_audio(path)
+    changes = []
+    if rate != SAMPLE_RATE:
+        changes.append(f"resampled from {rate} Hz to {SAMPLE_RATE} Hz")
+    duration = wave.shape[0] / rate
+    if wave.shape[0] > round(seconds * rate):
+        changes.append(f"cut to its first {seconds:g} s (it lasts {duration:.1f} s)")
+        wave = wave[: round(seconds * rate)]
+    wave = _resample(wave, rate)[: round(seconds * SAMPLE_RATE)]
+    note = f"{Path(path).name} was {' and '.join(changes)}." if changes else None
+    return wave, note
 
 
 def load_video(path: str | Path) -> list[Image.Image]:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import AnyGenInputError
+from ..pipelines.pipeline_anygen import DEFAULT_GUIDANCE_SCALE
 from ..world import HELDOUT_TASKS, TASKS, make_dialogue, render, spec
 from ..world import dialogue as _dialogue
 from .metrics import judged_matches, reply_names_medium
@@ -132,12 +133,12 @@ def _run_item(pipe, task: str, d, item_seed: int, kw: dict, direct: bool) -> dic
     res["attributes"] = matches
     res["right"] = res["routing"] and all(all(mt.values()) for mt in matches) if expected else res["routing"]
     if direct and expected:
-        from ..pipelines.pipeline_anygen import encode_caption
+        from ..pipelines.pipeline_anygen import MediumRequest, encode_caption
 
         x = expected[0]
-        g = pipe.generator("image")
-        img = pipe._generate_medium("image", encode_caption(g, [x.caption()]), None, item_seed,
-                                    kw["num_inference_steps"], kw["guidance_scale"], pipe.config.num_frames)
+        cond = encode_caption(pipe.generator("image"), [x.caption()])
+        (img,) = pipe.generate_media([MediumRequest("image", cond, seed=item_seed, num_inference_steps=kw["num_inference_steps"],
+                                                    guidance_scale=kw["guidance_scale"])])
         res["direct_right"] = all(judge_output(x, img).values())
     return res
 
@@ -149,7 +150,7 @@ def evaluate(
     seed: int = 0,
     tasks: list[str] | None = None,
     num_inference_steps: int = 20,
-    guidance_scale: float = 4.0,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     progress: bool = True,
 ) -> dict:
     """Measure ``pipe`` on ``n`` dialogues of each task of ``split``.

@@ -23,7 +23,14 @@ Example:
 
 from .attention import AnyGenAttnProcessor, attention, attention_torch
 from .cfg import cfg_combine, cfg_combine_torch
-from .dispatch import MODES, KernelUnavailableError, force_kernels, kernels_mode, kernels_option
+from .dispatch import (
+    MODES,
+    KernelUnavailableError,
+    apply_kernels_option,
+    force_kernels,
+    kernels_mode,
+    kernels_option,
+)
 from .group_norm_silu import group_norm_silu, group_norm_silu_torch
 from .patching import (
     KernelHandle,
@@ -42,6 +49,7 @@ __all__ = [
     "KernelHandle",
     "KernelUnavailableError",
     "apply_kernels",
+    "apply_kernels_option",
     "attention",
     "attention_torch",
     "cfg_combine",

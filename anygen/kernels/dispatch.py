@@ -85,6 +85,25 @@ def kernels_mode() -> str:
     return _check_mode(os.environ.get(ENV_VAR, "auto") or "auto", f"${ENV_VAR}")
 
 
+def apply_kernels_option(value: str | bool | None) -> str | None:
+    """Act on a recipe's ``kernels`` key: parse it and make its mode the process default.
+
+    ``$ANYGEN_KERNELS`` is the process-wide mode switch (the CLI's ``--kernels`` sets it too); a recipe's mode
+    fills it only when it is unset, so an explicit environment variable or CLI flag wins over the recipe.
+
+    Args:
+        value: the recipe's ``kernels`` value (see :func:`kernels_option`).
+
+    Returns:
+        None when the kernels stay off, else the mode now in effect.
+    """
+    mode = kernels_option(value)
+    if mode is not None:
+        os.environ.setdefault(ENV_VAR, mode)
+        mode = kernels_mode()
+    return mode
+
+
 @contextlib.contextmanager
 def force_kernels(mode: str) -> Iterator[None]:
     """Run a block with a given kernels mode, overriding ``$ANYGEN_KERNELS``.

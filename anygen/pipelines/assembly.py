@@ -5,6 +5,7 @@ fit them (widths read from the components' configs, never hard-coded). :func:`pi
 recipe's assembly tables, builds or loads each part, and calls :func:`assemble`:
 
 ```toml
+kernels = "off"        # top-level: "auto" | "torch" | "triton" patches every component with AnyGen's kernels
 [tokenizer]            # type = "bpe" (trained on the world) | "pretrained" (name_or_path)
 [signal_tokens]        # K per output modality: image = 4, video = 4, audio = 4
 [backbone]             # type = "llama" (sizes) | "pretrained" (name_or_path)
@@ -205,6 +206,25 @@ def build_generator(modality: str, cfg: dict, root: Path, built: dict):
     raise ValueError(f"Unknown {modality} generator type: {t!r}")
 
 
+def build_generators(recipe, overrides: dict | None = None) -> dict:
+    """The generator pipelines of a recipe's ``[components.*_generator]`` tables, by modality.
+
+    Args:
+        recipe: a loaded :class:`~anygen.training.recipe.Recipe`.
+        overrides: ready pipelines (``image_generator``, ...) used instead of the recipe's.
+    """
+    overrides = overrides or {}
+    root = recipe.path.resolve().parent.parent if recipe.path else Path.cwd()
+    built: dict = {}
+    components = recipe.sections.get("components", {})
+    for m in MODALITIES:
+        if f"{m}_generator" in overrides:
+            built[m] = overrides[f"{m}_generator"]
+        elif f"{m}_generator" in components:
+            built[m] = build_generator(m, components[f"{m}_generator"], root, built)
+    return built
+
+
 def pipeline_from_recipe(recipe, **overrides) -> AnyGenPipeline:
     """Assemble the system of a recipe (see the module docstring for the tables).
 
@@ -254,13 +274,7 @@ def pipeline_from_recipe(recipe, **overrides) -> AnyGenPipeline:
         torch.manual_seed(rec.seed)
         backbone = build_backbone(tokenizer, **bcfg)
 
-    built: dict = {}
-    components = s.get("components", {})
-    for m in MODALITIES:
-        if f"{m}_generator" in overrides:
-            built[m] = overrides[f"{m}_generator"]
-        elif f"{m}_generator" in components:
-            built[m] = build_generator(m, components[f"{m}_generator"], root, built)
+    built = build_generators(rec, overrides)
 
     projectors = s.get("projectors", {})
     enc = dict(s.get("encoders", {}))
@@ -268,8 +282,22 @@ def pipeline_from_recipe(recipe, **overrides) -> AnyGenPipeline:
     if enc:
         raise AnyGenInputError(f"Unknown keys in [encoders]: {sorted(enc)}; known: ['type']")
     pcfg = _take(s.get("pipeline"), PIPELINE_DEFAULTS, "pipeline")
-    return assemble(
+    pipe = assemble(
         tokenizer, backbone, image_generator=built.get("image"), video_generator=built.get("video"),
         audio_generator=built.get("audio"), input_projector=projectors.get("input"),
         output_projector=projectors.get("output"), encoder_type=enc_type, seed=rec.seed, **pcfg,
     )
+    if recipe_kernels(rec) is not None:
+        pipe.enable_kernels()
+    return pipe
+
+
+def recipe_kernels(recipe) -> str | None:
+    """The recipe's top-level ``kernels`` key (``"off"`` by default, or ``"auto"``/``"torch"``/``"triton"``).
+
+    Returns None when it is off; otherwise makes its mode the process default (``$ANYGEN_KERNELS`` or the CLI's
+    ``--kernels``, when given, win) and returns the mode in effect.
+    """
+    from ..kernels.dispatch import apply_kernels_option
+
+    return apply_kernels_option(recipe.sections.get("kernels", "off"))

@@ -171,7 +171,7 @@ class AnyGenAudioPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str] | None = None,
         num_inference_steps: int = 20,
-        guidance_scale: float = 4.0,
+        guidance_scale: float = 1.5,
         negative_prompt: str | list[str] | None = None,
         num_waveforms_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -197,8 +197,10 @@ class AnyGenAudioPipeline(DiffusionPipeline):
             negative_prompt_embeds: unconditional conditioning of the same shape.
             output_type: ``"np"``, ``"pt"`` (waveforms) or ``"latent"`` (spectrogram latents).
             return_dict: return an :class:`AudioGenerationOutput` instead of a tuple.
-            callback_on_step_end: called after every step as ``fn(pipe, i, t, tensors) -> dict``.
-            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback.
+            callback_on_step_end: called at the end of every denoising step as ``fn(pipe, i, t, tensors)``; it
+                returns a dict of tensors to replace (``latents``, ``prompt_embeds``, ``negative_prompt_embeds``) or
+                ``None``.
+            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback (default ``["latents"]``).
 
         Returns:
             :class:`AudioGenerationOutput` with ``audios`` (batch, samples) and ``sample_rate``.
@@ -237,9 +239,14 @@ class AnyGenAudioPipeline(DiffusionPipeline):
                     noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
                 latents = self.scheduler.step(noise_pred, t, latents).prev_sample
                 if callback_on_step_end is not None:
-                    tensors = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    named = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+                    tensors = {k: named[k] for k in callback_on_step_end_tensor_inputs}
                     out = callback_on_step_end(self, i, t, tensors) or {}
                     latents = out.pop("latents", latents)
+                    prompt_embeds = out.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = out.pop("negative_prompt_embeds", negative_prompt_embeds)
+                    if do_cfg:
+                        cond = torch.cat([negative_prompt_embeds, prompt_embeds])
                 progress_bar.update()
 
         # 6. Decode the spectrogram and vocode it

@@ -50,7 +50,9 @@ from torch import nn
 
 from ..errors import AnyGenInputError
 from ..eval.evaluation import fully_specified_requests, medium_for_pipeline
+from ..kernels import kernels_applied
 from ..models import encoders
+from ..pipelines.assembly import build_generators, recipe_kernels
 from ..models.tokenizer import MODALITIES, expand_signal_markers
 from ..world import TASKS
 from ..world.datasets import DEFAULT_TASK_WEIGHTS, DialogueDataset
@@ -91,7 +93,7 @@ COMMON_DEFAULTS = dict(
     judge_samples=0,            # > 0: at the end, `anygen eval` on this many val dialogues of each judge task
     judge_tasks=None,
     num_inference_steps=20,
-    guidance_scale=4.0,
+    guidance_scale=1.5,         # the generators' measured best (weights/anygen-tiny/README.md)
 )
 STAGE_DEFAULTS = {
     "align-in": {**COMMON_DEFAULTS, "tasks": ["i2t", "v2t", "a2t"], "train": ["input_projectors"], "mse_weight": 0.0},
@@ -532,7 +534,12 @@ def initial_pipeline(recipe: Recipe, stage: str, resume: bool = True):
         raise AnyGenInputError(
             f"Stage `{PREVIOUS[stage]}` has not finished ({prev} missing): run `--stage {PREVIOUS[stage]}` first"
         )
-    return AnyGenPipeline.from_pretrained(prev)
+    pipe = AnyGenPipeline.from_pretrained(prev)
+    # Stages 1-3 never train the generators: take them from the recipe (stage 0's outputs), so that projectors
+    # aligned after a generator was trained further target that generator's conditioning, not a stale copy.
+
+    pipe.register_modules(**{f"{m}_generator": g for m, g in build_generators(recipe).items()})
+    return pipe
 
 
 def dialogue_stream(recipe: Recipe, stage: str, cfg: dict, steps: int):
@@ -652,6 +659,8 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
     accelerator = make_accelerator(recipe.seed + _SALT[stage], kwargs_handlers=[ddp])
     pipe = initial_pipeline(recipe, stage, resume)
     pipe.set_progress_bar_config(disable=True)
+    if recipe_kernels(recipe) is not None and not kernels_applied(pipe.backbone):
+        pipe.enable_kernels()  # RMSNorm and SwiGLU have backward passes: the backbone trains through them
     mode = backbone_mode(recipe, stage, cfg)
     system = build_system(pipe, cfg, mode)
     opt, sched = make_optimizer(system, cfg, steps)

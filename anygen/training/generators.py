@@ -15,7 +15,10 @@ finished pipelines are written to ``output_dir/{image,video,audio}_generator``.
 
 from __future__ import annotations
 
+import filecmp
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -79,7 +82,7 @@ UNET_DEFAULTS = dict(
     validate_every=1000,
     validate_samples=64,
     num_inference_steps=20,
-    guidance_scale=4.0,
+    guidance_scale=1.5,  # measured on the trained image UNet: 89 % at 1.5, 75 % at 3, 28 % at 7 (over-saturation)
 )
 MOTION_DEFAULTS = dict(
     motion_layers_per_block=1,
@@ -95,7 +98,7 @@ MOTION_DEFAULTS = dict(
     validate_every=1000,
     validate_samples=32,
     num_inference_steps=20,
-    guidance_scale=4.0,
+    guidance_scale=1.5,  # measured on the trained image UNet: 89 % at 1.5, 75 % at 3, 28 % at 7 (over-saturation)
 )
 # DDPM's linear betas, not SD's scaled_linear: at t = 999 scaled_linear keeps 6.8 % of the signal, so sampling from
 # pure noise mis-states the mean colour (our background); linear keeps 0.6 %. With so little signal left, epsilon
@@ -599,9 +602,39 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
     figures = {"steps": state.step, "train_seconds": round(state.seconds, 1), **validate(state.step)}
     if accelerator.is_main_process:
         pipe.motion_adapter.save_pretrained(_dir(recipe, "video") / "final" / "motion_adapter")
-        pipe.save_pretrained(recipe.output_dir / "video_generator")
+        save_sharing(pipe, recipe.output_dir / "video_generator", recipe.output_dir / "image_generator")
     accelerator.print(f"[generators:video] {json.dumps(figures)}")
     return figures
+
+
+def save_sharing(pipe, dest: Path, shared: Path, names: tuple[str, ...] = ("vae", "text_encoder", "tokenizer")) -> None:
+    """``pipe.save_pretrained(dest)``, with each component in ``names`` that is byte-identical to ``shared``'s
+    saved as a relative symlink to it (the video generator reuses the image generator's VAE and caption encoder:
+    AnimateDiff only adds motion modules). The folder is written aside and moved in whole: never half-written.
+    """
+    dest, shared = Path(dest), Path(shared)
+    tmp = dest.parent / f".tmp_{dest.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(tmp)
+    for name in names:
+        a, b = tmp / name, shared / name
+        if b.is_dir() and not b.is_symlink() and _same_weights(a, b):
+            shutil.rmtree(a)
+            a.symlink_to(os.path.relpath(b, tmp))
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """Two saved components hold the same weights (or vocabulary); their configs' bookkeeping may differ."""
+    kinds = ("*.safetensors", "tokenizer.json", "vocab.json", "merges.txt")
+    fa = sorted(f.name for k in kinds for f in a.glob(k))
+    fb = sorted(f.name for k in kinds for f in b.glob(k))
+    return bool(fa) and fa == fb and all(filecmp.cmp(a / f, b / f, shallow=False) for f in fa)
 
 
 def _motion_state(motion_unet: UNetMotionModel) -> dict:
