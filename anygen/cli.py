@@ -7,6 +7,7 @@ is instant. Bad input is one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -44,11 +45,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     videos = [load_video(f) for f in args.video]
 
     pipe = load()
-    kw = {}
-    if args.steps is not None:
-        kw["num_inference_steps"] = args.steps
-    if args.guidance is not None:
-        kw["guidance_scale"] = args.guidance
+    # The settings used, given or the pipeline's defaults, are recorded in result.json.
+    defaults = {k: p.default for k, p in inspect.signature(pipe.__call__).parameters.items()}
+    kw = {
+        "num_inference_steps": args.steps if args.steps is not None else defaults.get("num_inference_steps"),
+        "guidance_scale": args.guidance if args.guidance is not None else defaults.get("guidance_scale"),
+    }
+    kw = {k: v for k, v in kw.items() if v is not None}
     t0 = time.perf_counter()
     out = pipe(args.prompt, images=images or None, audios=audios or None, videos=videos or None, seed=args.seed, **kw)
     seconds = time.perf_counter() - t0

@@ -504,6 +504,7 @@ def test_cli_generate_writes_files(saved, tmp_path, monkeypatch, capsys):
     assert (out_dir / "reply.txt").read_text() == ALL3
     result = json.loads((out_dir / "result.json").read_text())
     assert result["seed"] == 3 and result["outputs"] == {"images": 1, "videos": 1, "audios": 1}
+    assert result["num_inference_steps"] == 2
     wave, rate = sf.read(out_dir / "audio_0.wav")
     assert rate == 16000 and wave.shape == (16000,)
     assert Image.open(out_dir / "image_0.png").size == (16, 16)
