@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 from ..errors import AnyGenInputError
 from .media import load_any, load_audio_clip, media_kind, write_audio, write_image, write_video
 
-PREVIEW_BUDGET = 0.15
+PREVIEW_BUDGET = 0.10
 """Previews may add at most this fraction to the time spent denoising (the issue's bar is 20 %)."""
 
 SCHEDULERS = {
