@@ -534,12 +534,10 @@ def initial_pipeline(recipe: Recipe, stage: str, resume: bool = True):
         raise AnyGenInputError(
             f"Stage `{PREVIOUS[stage]}` has not finished ({prev} missing): run `--stage {PREVIOUS[stage]}` first"
         )
-    pipe = AnyGenPipeline.from_pretrained(prev)
     # Stages 1-3 never train the generators: take them from the recipe (stage 0's outputs), so that projectors
     # aligned after a generator was trained further target that generator's conditioning, not a stale copy.
-
-    pipe.register_modules(**{f"{m}_generator": g for m, g in build_generators(recipe).items()})
-    return pipe
+    # Passed as component overrides, the previous stage's copies are never loaded.
+    return AnyGenPipeline.from_pretrained(prev, **{f"{m}_generator": g for m, g in build_generators(recipe).items()})
 
 
 def dialogue_stream(recipe: Recipe, stage: str, cfg: dict, steps: int):
