@@ -163,14 +163,14 @@ class ScriptedReply(LogitsProcessor):
         k = {m: len(ids) for m, ids in signal_groups(tokenizer).items()}
         self.ids = tokenizer(expand_signal_markers(text, k), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         self._start: int | None = None
-        self._last = -1
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # The first call sees the prompt; later ones any longer prefix (assisted decoding scores several
+        # candidate positions per step and may step back), so the script position is the length past the prompt.
         n = input_ids.shape[1]
-        if self._start is None or n != self._last + 1:  # a new generate() call
+        if self._start is None:
             self._start = n
-        self._last = n
-        step = min(n - self._start, len(self.ids) - 1)
+        step = min(max(n - self._start, 0), len(self.ids) - 1)
         # Keep the script's token at the score the earlier processors left it (forbidden stays forbidden).
         out = torch.full_like(scores, torch.finfo(scores.dtype).min)
         out[:, self.ids[step]] = scores[:, self.ids[step]]

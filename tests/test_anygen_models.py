@@ -7,7 +7,13 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from anygen.models.backbone import build_backbone, build_llama
-from anygen.models.projectors import InputProjector, OutputProjector, build_input_projector, build_output_projector
+from anygen.models.projectors import (
+    InputProjector,
+    MLPInputProjector,
+    OutputProjector,
+    build_input_projector,
+    build_output_projector,
+)
 from anygen.models.signal_tokens import SignalGroupLogitsProcessor
 from anygen.models.tokenizer import (
     build_tokenizer,
@@ -202,6 +208,37 @@ def test_input_projector_resamples_frames_in_order():
     with pytest.raises(ValueError, match="expects"):
         proj(torch.randn(1, 1, 15, 4))
     assert isinstance(proj, InputProjector)
+
+
+def test_mlp_input_projector_keeps_frames_in_their_own_positions(tmp_path):
+    torch.manual_seed(0)
+    proj = build_input_projector(type="mlp", in_channels=4, num_positions=16, max_frames=4, hidden_size=16,
+                                 num_layers=2, num_heads=2, num_queries=8, out_dim=32, modality="video").eval()
+    assert isinstance(proj, MLPInputProjector) and proj.tokens_per_frame == 2
+    x = torch.randn(2, 4, 16, 4)
+    y = proj(x)
+    assert y.shape == (2, 8, 32)
+    x2 = x.clone()
+    x2[:, 2] = torch.randn(16, 4)  # change frame 2 only: its two embeddings change, the others do not
+    y2 = proj(x2)
+    changed = (y2 - y).abs().amax(dim=(0, 2)) > 1e-6
+    assert changed.tolist() == [False, False, False, False, True, True, False, False]
+    x3 = x.clone()
+    x3[:, 0] = x[:, 0].roll(1, dims=1)  # the same content at other grid positions reads differently
+    assert not torch.allclose(proj(x3)[:, :2], y[:, :2])
+    short = proj(x[:, :2])  # 2 frames are stretched to 4 by repeating: frame 0, 0, 1, 1
+    torch.testing.assert_close(short, proj(x[:, [0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match="at most 4 frames"):
+        proj(torch.randn(1, 5, 16, 4))
+    with pytest.raises(ValueError, match="expects"):
+        proj(torch.randn(1, 1, 16, 3))
+    with pytest.raises(ValueError, match="multiple of `max_frames`"):
+        build_input_projector(type="mlp", max_frames=3, num_queries=8)
+    with pytest.raises(ValueError, match="Unknown input projector type"):
+        build_input_projector(type="qformer")
+    proj.save_pretrained(tmp_path)
+    loaded = MLPInputProjector.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(x), y, rtol=0, atol=0)
 
 
 def test_backbone_builder(tok):

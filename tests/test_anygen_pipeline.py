@@ -114,6 +114,28 @@ def test_pipeline_completes_groups_the_backbone_starts(pipe):
     assert out.text == "[IMG][IMG]" and len(out.images) == 2
 
 
+def test_plain_text_prompts_decode_with_prompt_lookup(pipe, monkeypatch):
+    calls = []
+    generate = pipe.backbone.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.backbone, "generate", spy)
+    fast = pipe("draw a small red circle and a small red circle", max_new_tokens=16, **FAST)
+    assert calls[-1]["prompt_lookup_num_tokens"] == pipe.prompt_lookup_num_tokens and "inputs_embeds" not in calls[-1]
+    monkeypatch.setattr(pipe, "prompt_lookup_num_tokens", 0)
+    plain = pipe("draw a small red circle and a small red circle", max_new_tokens=16, **FAST)
+    assert "prompt_lookup_num_tokens" not in calls[-1] and "inputs_embeds" in calls[-1]
+    assert fast.text == plain.text
+    monkeypatch.undo()
+    monkeypatch.setattr(pipe.backbone, "generate", spy)
+    # A spliced medium is not in `input_ids`, which is all assisted decoding reads: the embeddings path is taken.
+    pipe("describe it", images=[solid((255, 0, 0))], max_new_tokens=4, **FAST)
+    assert "prompt_lookup_num_tokens" not in calls[-1] and "inputs_embeds" in calls[-1]
+
+
 def test_seed_determinism(pipe):
     a = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
     b = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)

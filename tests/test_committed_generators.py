@@ -75,3 +75,20 @@ def test_all_committed_weights_fit_the_budget():
     files = {f.resolve() for f in WEIGHTS.rglob("*") if f.is_file()}
     size = sum(f.stat().st_size for f in files)
     assert size <= 40e6, f"weights/anygen-tiny totals {size / 1e6:.1f} MB"
+
+
+def test_prompt_lookup_keeps_the_greedy_reply():
+    # anygen-tiny's replies copy the request, so lookup accepts candidates here; the replies must not change.
+    from anygen import AnyGenPipeline
+
+    pipe = AnyGenPipeline.from_pretrained()
+    requests = [
+        "Please draw a small red circle at the top-left on a black background.",
+        "Make a sound: a steady pure low tone, and a picture of a large blue square at the center on a white background.",
+        "hello there",
+    ]
+    fast = [pipe(r, num_inference_steps=1, seed=0).text for r in requests]
+    pipe.prompt_lookup_num_tokens = 0
+    plain = [pipe(r, num_inference_steps=1, seed=0).text for r in requests]
+    assert fast == plain
+    assert "[IMG]" in fast[0]

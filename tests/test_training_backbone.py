@@ -63,10 +63,10 @@ intermediate_size = 64
 max_position_embeddings = 512
 
 [projectors.input]
-num_queries = 4
+type = "mlp"
+num_queries = 8
 hidden_size = 16
-num_layers = 1
-num_heads = 2
+num_layers = 2
 
 [projectors.output]
 hidden_size = 16

@@ -3,7 +3,7 @@
 ``anygen-tiny`` encodes what it is shown with the encoders of what it draws (``type = "generator_vae"``):
 
 * image: the image generator's ``AutoencoderKL`` on the picture resized to the VAE's ``sample_size``;
-* video: the same VAE frame by frame (the resampler adds a frame embedding, so order is kept);
+* video: the same VAE frame by frame (the input projector keeps the frames' order);
 * audio: the audio generator's ``AutoencoderKL`` on the world's log-mel (``anygen.world.mel.log_mel`` →
   ``mel_to_vae_input``), the very input it was trained to reconstruct.
 

@@ -2,6 +2,8 @@
 
 * :class:`InputProjector` (a perceiver resampler, as in Flamingo/IDEFICS): N learnable queries read a
   medium's encoder tokens and become N embeddings of the backbone, spliced at the medium's placeholder.
+* :class:`MLPInputProjector` (LLaVA-1.5's MLP, over each frame's whole latent grid): the same N embeddings,
+  with position read by the weights instead of learnt attention (``anygen-tiny``'s choice; see the class).
 * :class:`OutputProjector` (NExT-GPT / GILL): Lc learnable queries read the K hidden states of a signal
   group and become the generator's conditioning ``[Lc, Dc]``; a learned null embedding of the same shape is
   the unconditional branch of classifier-free guidance.
@@ -24,6 +26,16 @@ def _decoder(hidden_size: int, num_layers: int, num_heads: int, dropout: float) 
         activation="gelu", batch_first=True, norm_first=True,
     )
     return nn.TransformerDecoder(layer, num_layers=num_layers, norm=nn.LayerNorm(hidden_size))
+
+
+def _check_tokens(c, tokens: torch.Tensor) -> None:
+    if tokens.dim() != 4 or tokens.shape[2] != c.num_positions or tokens.shape[3] != c.in_channels:
+        raise ValueError(
+            f"{c.modality} input projector expects (batch, frames, {c.num_positions}, {c.in_channels}) tokens, "
+            f"got {tuple(tokens.shape)}"
+        )
+    if tokens.shape[1] > c.max_frames:
+        raise ValueError(f"{c.modality} input projector takes at most {c.max_frames} frames, got {tokens.shape[1]}")
 
 
 class InputProjector(ModelMixin, ConfigMixin):
@@ -84,18 +96,86 @@ class InputProjector(ModelMixin, ConfigMixin):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (batch, frames, positions, in_channels) → (batch, num_queries, out_dim)."""
         c = self.config
-        if tokens.dim() != 4 or tokens.shape[2] != c.num_positions or tokens.shape[3] != c.in_channels:
-            raise ValueError(
-                f"{c.modality} input projector expects (batch, frames, {c.num_positions}, {c.in_channels}) tokens, "
-                f"got {tuple(tokens.shape)}"
-            )
+        _check_tokens(c, tokens)
         B, T, P, _ = tokens.shape
-        if T > c.max_frames:
-            raise ValueError(f"{c.modality} input projector takes at most {c.max_frames} frames, got {T}")
         x = self.in_proj(tokens.to(self.dtype)) + self.pos_embedding + self.frame_embedding[:T, None]
         x = x.reshape(B, T * P, -1)  # (batch, frames × positions, hidden)
         q = self.queries.expand(B, -1, -1)  # (batch, queries, hidden)
         return self.out_proj(self.decoder(q, x))
+
+
+class MLPInputProjector(ModelMixin, ConfigMixin):
+    r"""A medium's encoder tokens → ``num_queries`` backbone embeddings through an MLP over each frame's whole grid.
+
+    The LLaVA-1.5 projector (``mlp2x_gelu``) maps every encoder position to one embedding; here the encoder grid
+    is small (8×8 latents) and the LLM's context short, so the MLP reads a frame's whole grid flattened
+    (positions × channels) and writes ``num_queries / max_frames`` embeddings per frame. Where a thing is in the
+    grid is then carried by *which weights* read it, not by attention that must first learn to localise:
+    measured on the committed image VAE (a 1-layer reader over the projector's embeddings, 1-object scenes,
+    batch 64), this projector reads the position right on 99.9 % of validation images after 300 steps, the
+    perceiver resampler (:class:`InputProjector`, 1 layer, 8 queries) on 17 % (75 % after 600, 96 % after 900).
+
+    Video: frame ``t`` gives embeddings ``t·k .. t·k + k - 1`` (k = ``num_queries / max_frames``), so the clip's
+    order is the order of its embeddings; a clip shorter than ``max_frames`` is stretched to it by repeating
+    frames (nearest-frame sampling), so every medium takes the same ``num_queries`` positions.
+
+    Args:
+        in_channels: channels of an encoder token (the VAE's ``latent_channels``).
+        num_positions: tokens per frame (latent height × width).
+        max_frames: frames per medium (1 for images and audio).
+        hidden_size: width of the hidden layers.
+        num_layers: linear layers (2: Linear → GELU → Linear, as LLaVA-1.5).
+        num_queries: embeddings per medium spliced into the backbone's input (a multiple of ``max_frames``).
+        out_dim: the backbone's hidden size.
+        modality: ``"image"``, ``"video"`` or ``"audio"``.
+        encoder_type: which modality encoder produces the tokens (``"generator_vae"``).
+        dropout: dropout after each hidden layer (training only).
+
+    Example:
+        ```py
+        >>> proj = MLPInputProjector(in_channels=8, num_positions=64, max_frames=8, out_dim=256, modality="video")
+        >>> proj(torch.randn(2, 5, 64, 8)).shape   # 5 frames are stretched to 8: one embedding per frame
+        torch.Size([2, 8, 256])
+        ```
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 8,
+        num_positions: int = 64,
+        max_frames: int = 1,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_queries: int = 8,
+        out_dim: int = 256,
+        modality: str = "image",
+        encoder_type: str = "generator_vae",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if num_queries % max_frames:
+            raise ValueError(f"`num_queries` ({num_queries}) must be a multiple of `max_frames` ({max_frames})")
+        if num_layers < 1:
+            raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
+        self.tokens_per_frame = num_queries // max_frames
+        width = [num_positions * in_channels] + [hidden_size] * (num_layers - 1) + [self.tokens_per_frame * out_dim]
+        layers: list[nn.Module] = [nn.LayerNorm(width[0])]
+        for i, (a, b) in enumerate(zip(width[:-1], width[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < num_layers - 1:
+                layers += [nn.GELU(), nn.Dropout(dropout)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (batch, frames, positions, in_channels) → (batch, num_queries, out_dim)."""
+        c = self.config
+        _check_tokens(c, tokens)
+        B, T = tokens.shape[:2]
+        if T != c.max_frames:  # nearest-frame stretch of a shorter clip
+            tokens = tokens[:, (torch.arange(c.max_frames, device=tokens.device) * T) // c.max_frames]
+        x = self.mlp(tokens.to(self.dtype).flatten(2))  # (batch, max_frames, k × out_dim)
+        return x.reshape(B, c.num_queries, c.out_dim)
 
 
 class OutputProjector(ModelMixin, ConfigMixin):
@@ -163,11 +243,21 @@ class OutputProjector(ModelMixin, ConfigMixin):
         return self.null_embedding.unsqueeze(0).expand(batch_size, -1, -1)
 
 
-def build_input_projector(type: str = "resampler", **cfg) -> InputProjector:
-    """The input projector named by a recipe's ``[projectors.input]`` ``type``."""
+INPUT_PROJECTOR_TYPES = ("resampler", "mlp")
+
+
+def build_input_projector(type: str = "resampler", **cfg) -> InputProjector | MLPInputProjector:
+    """The input projector named by a recipe's ``[projectors.input]`` ``type``.
+
+    ``"resampler"``: :class:`InputProjector`; ``"mlp"``: :class:`MLPInputProjector` (``num_heads`` is the
+    resampler's and is ignored).
+    """
     if type == "resampler":
         return InputProjector(**cfg)
-    raise ValueError(f"Unknown input projector type: {type!r}; expected 'resampler'")
+    if type == "mlp":
+        cfg.pop("num_heads", None)
+        return MLPInputProjector(**cfg)
+    raise ValueError(f"Unknown input projector type: {type!r}; expected one of {INPUT_PROJECTOR_TYPES}")
 
 
 def build_output_projector(type: str = "transformer", **cfg) -> OutputProjector:

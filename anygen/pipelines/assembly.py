@@ -10,7 +10,7 @@ kernels = "off"        # top-level: "auto" | "torch" | "triton" patches every co
 [signal_tokens]        # K per output modality: image = 4, video = 4, audio = 4
 [backbone]             # type = "llama" (sizes) | "pretrained" (name_or_path)
 [encoders]             # type = "generator_vae"
-[projectors.input]     # type = "resampler", num_queries, hidden_size, num_layers, num_heads
+[projectors.input]     # type = "resampler" | "mlp", num_queries, hidden_size, num_layers, num_heads (resampler)
 [projectors.output]    # type = "transformer", hidden_size, num_layers, num_heads
 [components.image_generator]   # type = "diffusers" (path) | "stable_diffusion" (name_or_path)
 [components.video_generator]   # type = "diffusers" (path) | "animatediff" (motion_adapter, on the image generator)

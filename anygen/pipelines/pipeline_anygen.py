@@ -4,7 +4,7 @@ One call, top to bottom (``AnyGenPipeline.__call__``):
 
 1. check every argument (``AnyGenInputError`` naming it) before any model runs;
 2. chat template → token ids; each ``<image>``/``<video>``/``<audio>`` placeholder is widened to the input
-   projector's N positions and its embeddings (frozen VAE encoder → resampler) are spliced in;
+   projector's N positions and its embeddings (frozen VAE encoder → input projector) are spliced in;
 3. ``backbone.generate`` (greedy) with :class:`~anygen.models.signal_tokens.SignalGroupLogitsProcessor`, so
    every signal group in the reply is complete;
 4. one teacher-forced forward over prompt + reply gives the last-layer hidden states at each group; the
@@ -148,7 +148,8 @@ class AnyGenPipeline(DiffusionPipeline):
         video_generator: ``AnimateDiffPipeline`` fed ``prompt_embeds``.
         audio_generator: :class:`~anygen.pipelines.AnyGenAudioPipeline` fed ``prompt_embeds``.
         image_input_projector, video_input_projector, audio_input_projector:
-            :class:`~anygen.models.projectors.InputProjector` per input modality (over the generators' VAEs).
+            :class:`~anygen.models.projectors.InputProjector` or :class:`~anygen.models.projectors.MLPInputProjector`
+            per input modality (over the generators' VAEs).
         image_output_projector, video_output_projector, audio_output_projector:
             :class:`~anygen.models.projectors.OutputProjector` per output modality.
         num_frames: frames of a generated video.
@@ -171,6 +172,9 @@ class AnyGenPipeline(DiffusionPipeline):
     """
 
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    #: Candidate tokens per step of prompt-lookup decoding for plain-text prompts (0: plain greedy decoding).
+    #: The reply is the greedy one either way; lookup is faster because replies copy the request's words.
+    prompt_lookup_num_tokens: int = 10
     _optional_components = [
         "image_generator",
         "video_generator",
@@ -663,9 +667,16 @@ class AnyGenPipeline(DiffusionPipeline):
             ),
             *(logits_processor or []),
         ])
+        # A plain-text prompt (no medium spliced in) decodes with prompt lookup (transformers' assisted decoding
+        # with n-gram candidates from the prompt): replies copy the request's words, and greedy verification keeps
+        # the reply the greedy one. Assisted decoding reads `input_ids` only, so spliced prompts decode step by step.
+        lookup = self.prompt_lookup_num_tokens > 0 and torch.equal(
+            inputs_embeds, self.backbone.get_input_embeddings()(input_ids)
+        )
+        prompt = {"prompt_lookup_num_tokens": self.prompt_lookup_num_tokens} if lookup else {"inputs_embeds": inputs_embeds}
         sequences = self.backbone.generate(
             input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
+            **prompt,
             attention_mask=torch.ones_like(input_ids),
             logits_processor=processors,
             max_new_tokens=max_length - input_ids.shape[1],  # explicit: a checkpoint's generation_config may set its own
