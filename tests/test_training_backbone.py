@@ -30,6 +30,7 @@ from anygen.training.backbone import (
     build_system,
     initial_pipeline,
     make_optimizer,
+    noise_user_tokens,
     merged_backbone,
     stage_config,
 )
@@ -169,6 +170,23 @@ def test_lm_mask_covers_only_assistant_tokens(pipe):
     extra = [i for i, (a, b) in enumerate(zip(with_tag, derived)) if b and not a]
     assert all(not with_tag[i] for i, a in enumerate(derived) if not a)
     assert all(tok.decode([ids[i]]).strip() == "" for i in extra)
+
+
+def test_user_token_noise_touches_only_ordinary_request_tokens(pipe):
+    ds = dialogues(["multiturn", "edit", "i2t", "multi"])
+    batcher = DialogueBatcher(pipe, pack_length=128)
+    clean = batcher(ds)
+    noisy = noise_user_tokens(batcher(ds), pipe.tokenizer, 0.5, torch.Generator().manual_seed(0))
+    changed = noisy["input_ids"] != clean["input_ids"]
+    special = torch.isin(clean["input_ids"], torch.tensor(pipe.tokenizer.all_special_ids))
+    ordinary_request = ~clean["assistant_mask"] & ~special
+    assert not changed[clean["assistant_mask"] | special].any()  # replies, roles, placeholders, signals kept
+    rate = changed.sum() / ordinary_request.sum()
+    assert 0.4 < rate < 0.6  # p = 0.5 (a draw may pick the same token; a few hundred tokens)
+    again = noise_user_tokens(batcher(ds), pipe.tokenizer, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(again["input_ids"], noisy["input_ids"])  # a resumed step redraws the same noise
+    off = noise_user_tokens(batcher(ds), pipe.tokenizer, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(off["input_ids"], clean["input_ids"])
 
 
 def test_align_out_target_is_the_generators_caption_conditioning(pipe):

@@ -82,6 +82,7 @@ COMMON_DEFAULTS = dict(
     lora_dropout=0.05,
     lora_target_modules="all-linear",
     lm_tokens="assistant",      # "assistant": every assistant token; "signal": the signal-group tokens only
+    user_token_noise=0.0,       # probability of replacing each ordinary non-assistant token with a random one
     lm_weight=1.0,
     mse_weight=1.0,
     pack_length=256,            # dialogues packed into rows of this many positions (0: one padded row each)
@@ -344,6 +345,28 @@ class DialogueBatcher:
             target = torch.stack([self.caption_target(m, x.caption()) for *_, x in entries])  # (n, Lc, Dc)
             batch["groups"][m] = dict(rows=rows_, cols=cols, target=target)
         return _to(batch, self.device)
+
+
+def noise_user_tokens(batch: dict, tokenizer, p: float, generator: torch.Generator) -> dict:
+    """Replace each ordinary token outside the assistant's replies with a random ordinary token, with probability ``p``.
+
+    Requests are worded with templates, and those of validation and evaluation are held out of training; a
+    backbone trained from scratch then keys its routing on exact template words ("What's depicted in this
+    photo?" was answered as an edit). Noising the requests' words, never the special, placeholder or signal
+    tokens and never the replies (the LM targets), makes it read the whole request. In place; returns ``batch``.
+    """
+    if p <= 0:
+        return batch
+    ids = batch["input_ids"]
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=ids.device)
+    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in set(special.tolist())], device=ids.device)
+    pick = (torch.rand(ids.shape, generator=generator) < p).to(ids.device)
+    pick &= ~batch["assistant_mask"] & ~torch.isin(ids, special)
+    if "attention_mask" in batch:
+        pick &= batch["attention_mask"].bool()
+    repl = ordinary[torch.randint(len(ordinary), ids.shape, generator=generator).to(ids.device)]
+    batch["input_ids"] = torch.where(pick, repl, ids)
+    return batch
 
 
 def _to(obj, device):
@@ -668,7 +691,9 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
 
     def loss_fn(step):
         # Each process takes its share of the step's dialogues (all of them on a single process).
-        out = system(batcher(dialogues(step)[accelerator.process_index :: accelerator.num_processes]))
+        batch = batcher(dialogues(step)[accelerator.process_index :: accelerator.num_processes])
+        noise = torch.Generator().manual_seed((recipe.seed * 1_000_003 + step) * 31 + _SALT[stage])
+        out = system(noise_user_tokens(batch, pipe.tokenizer, cfg["user_token_noise"], noise))
         loss = cfg["lm_weight"] * out["lm"] + cfg["mse_weight"] * out["mse"]
         logs = {"lm": round(out["lm"].item(), 5), "mse": round(out["mse"].item(), 5), "acc": round(out["token_acc"].item(), 4)}
         return loss, logs
