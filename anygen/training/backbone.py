@@ -359,7 +359,9 @@ def noise_user_tokens(batch: dict, tokenizer, p: float, generator: torch.Generat
         return batch
     ids = batch["input_ids"]
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=ids.device)
-    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in set(special.tolist())], device=ids.device)
+    keep = torch.ones(len(tokenizer), dtype=torch.bool, device=ids.device)
+    keep[special] = False
+    ordinary = keep.nonzero().squeeze(1)  # vectorised: a full-scale vocabulary has 10^5 ids
     pick = (torch.rand(ids.shape, generator=generator) < p).to(ids.device)
     pick &= ~batch["assistant_mask"] & ~torch.isin(ids, special)
     if "attention_mask" in batch:
