@@ -5,8 +5,8 @@ One call, top to bottom (``AnyGenPipeline.__call__``):
 1. check every argument (``AnyGenInputError`` naming it) before any model runs;
 2. chat template → token ids; each ``<image>``/``<video>``/``<audio>`` placeholder is widened to the input
    projector's N positions and its embeddings (frozen VAE encoder → input projector) are spliced in;
-3. ``backbone.generate`` (greedy) with :class:`~anygen.models.signal_tokens.SignalGroupLogitsProcessor`, so
-   every signal group in the reply is complete;
+3. ``backbone.generate`` (greedy; prompt-lookup decoding when no medium is spliced in) with
+   :class:`~anygen.models.signal_tokens.SignalGroupLogitsProcessor`, so every signal group in the reply is complete;
 4. one teacher-forced forward over prompt + reply gives the last-layer hidden states at each group; the
    group's output projector turns them into ``prompt_embeds`` of that modality's generator (a
    :class:`MediumRequest`, seeded per output);
