@@ -136,6 +136,74 @@ def test_plain_text_prompts_decode_with_prompt_lookup(pipe, monkeypatch):
     assert "prompt_lookup_num_tokens" not in calls[-1] and "inputs_embeds" in calls[-1]
 
 
+def _step_by_step(pipe, input_ids, inputs_embeds, max_new_tokens, logits_processor=None):
+    """The reference decoding: one `generate` round per token, no stopping criterion, no pass handed on."""
+    from transformers import LogitsProcessorList
+
+    from anygen.models.signal_tokens import SignalGroupLogitsProcessor
+
+    max_length = min(input_ids.shape[1] + max_new_tokens, pipe.backbone.config.max_position_embeddings)
+    signal = SignalGroupLogitsProcessor(pipe.signal_groups, prompt_length=input_ids.shape[1], max_length=max_length)
+    out = pipe.backbone.generate(
+        input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=torch.ones_like(input_ids),
+        logits_processor=LogitsProcessorList([signal, *(logits_processor or [])]), do_sample=False,
+        max_new_tokens=max_length - input_ids.shape[1], eos_token_id=pipe.tokenizer.eos_token_id,
+        pad_token_id=pipe.tokenizer.pad_token_id,
+    )[0, input_ids.shape[1] :].tolist()
+    return (out[: out.index(pipe.tokenizer.eos_token_id)] if pipe.tokenizer.eos_token_id in out else out), None
+
+
+def test_signal_groups_cost_no_decoding_rounds(pipe, monkeypatch):
+    """The rest of a started group is appended without decoding, and the reply's pass feeds the projectors."""
+    monkeypatch.setattr(pipe, "prompt_lookup_num_tokens", 0)  # one forward per decoded token: countable
+    forwards, conditioning = [], []
+    hooks = [pipe.backbone.model.register_forward_hook(lambda *a: forwards.append(1))] + [
+        pipe.output_projector(m).register_forward_hook(lambda mod, i, o: conditioning.append(o)) for m in ("image", "video", "audio")
+    ]
+    try:
+        fast = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
+        n_fast, cond_fast = len(forwards), list(conditioning)
+        forwards.clear(), conditioning.clear()
+        monkeypatch.setattr(pipe, "_decode", lambda *a: _step_by_step(pipe, *a))
+        slow = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert fast.text == slow.text and len(cond_fast) == len(conditioning) == 3
+    for a, b in zip(cond_fast, conditioning):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(arr(fast.images[0]), arr(slow.images[0]))
+    # Step by step: one forward per reply token and the eos, then one teacher-forced pass. Now each group's
+    # K - 1 later tokens cost none, and the pass after the last group is the one step 4 reads.
+    saved = sum(k - 1 for k in pipe.num_signal_tokens.values())
+    assert n_fast == len(forwards) - 1 - saved
+
+
+def test_signal_group_jump_keeps_step_by_step_replies(pipe):
+    """Unscripted (random backbone) replies, with a signal group forced in at several places, are unchanged."""
+
+    class StartGroup(LogitsProcessor):  # start an image group at reply position `at`; leave the rest to the model
+        def __init__(self, at):
+            self.at, self.start = at, None
+
+        def __call__(self, input_ids, scores):
+            self.start = input_ids.shape[1] if self.start is None else self.start
+            if input_ids.shape[1] - self.start == self.at:
+                scores = scores.clone()
+                scores[:, pipe.signal_groups["image"][0]] = scores.max() + 1
+            return scores
+
+    ids = torch.tensor([pipe._prompt_ids([{"role": "user", "content": "draw a red circle"}])])
+    embeds = pipe.backbone.get_input_embeddings()(ids)
+    for at in (0, 3, 10):
+        reply, hidden = pipe._decode(ids, embeds, 16, [StartGroup(at)])
+        assert reply == _step_by_step(pipe, ids, embeds, 16, [StartGroup(at)])[0]
+        assert pipe._groups_in(reply)[0] == ("image", at)
+        if hidden is not None:  # handed on only when it covers the whole reply
+            full = torch.cat([embeds, pipe.backbone.get_input_embeddings()(torch.tensor([reply]))], dim=1)
+            torch.testing.assert_close(hidden, pipe.backbone(inputs_embeds=full, output_hidden_states=True).hidden_states[-1])
+
+
 def test_seed_determinism(pipe):
     a = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)
     b = pipe("draw", logits_processor=script(pipe, ALL3), **FAST)

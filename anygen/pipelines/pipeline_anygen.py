@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from ..errors import AnyGenInputError
 from ..models import encoders, projectors  # noqa: F401  (diffusers resolves saved projector classes through this module)
@@ -656,39 +656,83 @@ class AnyGenPipeline(DiffusionPipeline):
         Returns:
             The reply's token ids.
         """
+        return self._decode(input_ids, inputs_embeds, max_new_tokens, logits_processor)[0]
+
+    @torch.no_grad()
+    def _decode(
+        self,
+        input_ids: torch.Tensor,
+        inputs_embeds: torch.Tensor,
+        max_new_tokens: int,
+        logits_processor: list[LogitsProcessor] | None = None,
+    ) -> tuple[list[int], torch.Tensor | None]:
+        """:meth:`generate_reply`, plus the last hidden layer over prompt + reply when it was computed on the way.
+
+        ``generate`` stops as soon as a signal group starts. The rest of the group is what the processors force
+        (checked on each position: exactly one token allowed), so it is appended without a decoding round; one
+        teacher-forced pass over prompt + reply then gives both the hidden states the output projectors read and
+        the logits of the token after the group. When that token is the eos (a reply usually ends with its
+        group), the reply is done and the pass is returned for step 4; otherwise decoding goes on from there.
+        The reply is the same greedy reply as step-by-step decoding; it saves K rounds per group.
+        """
         max_length = input_ids.shape[1] + max_new_tokens
         limit = getattr(self.backbone.config, "max_position_embeddings", None)
         if limit is not None:
             max_length = min(max_length, limit)
-        processors = LogitsProcessorList([
-            SignalGroupLogitsProcessor(
-                self.signal_groups, prompt_length=input_ids.shape[1], max_length=max_length,
-                disabled=[m for m in self.signal_groups if m not in self.output_modalities],
-            ),
-            *(logits_processor or []),
-        ])
+        signal = SignalGroupLogitsProcessor(
+            self.signal_groups, prompt_length=input_ids.shape[1], max_length=max_length,
+            disabled=[m for m in self.signal_groups if m not in self.output_modalities],
+        )
+        processors = LogitsProcessorList([signal, *(logits_processor or [])])
+        stop = StoppingCriteriaList([_InsideSignalGroup(signal)])
+        embed = self.backbone.get_input_embeddings()
         # A plain-text prompt (no medium spliced in) decodes with prompt lookup (transformers' assisted decoding
         # with n-gram candidates from the prompt): replies copy the request's words, and greedy verification keeps
         # the reply the greedy one. Assisted decoding reads `input_ids` only, so spliced prompts decode step by step.
-        lookup = self.prompt_lookup_num_tokens > 0 and torch.equal(
-            inputs_embeds, self.backbone.get_input_embeddings()(input_ids)
-        )
-        prompt = {"prompt_lookup_num_tokens": self.prompt_lookup_num_tokens} if lookup else {"inputs_embeds": inputs_embeds}
-        sequences = self.backbone.generate(
-            input_ids=input_ids,
-            **prompt,
-            attention_mask=torch.ones_like(input_ids),
-            logits_processor=processors,
-            max_new_tokens=max_length - input_ids.shape[1],  # explicit: a checkpoint's generation_config may set its own
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        reply = sequences[0, input_ids.shape[1] :].tolist()
-        if self.tokenizer.eos_token_id in reply:
-            reply = reply[: reply.index(self.tokenizer.eos_token_id)]
-        return reply
+        lookup = self.prompt_lookup_num_tokens > 0 and torch.equal(inputs_embeds, embed(input_ids))
+        eos = self.tokenizer.eos_token_id
+        vocab = self.backbone.get_output_embeddings().weight.shape[0]
+        ids, hidden = input_ids, None
+        while ids.shape[1] < max_length:
+            prompt = {"prompt_lookup_num_tokens": self.prompt_lookup_num_tokens} if lookup else {
+                "inputs_embeds": torch.cat([inputs_embeds, embed(ids[:, input_ids.shape[1] :])], dim=1)
+            }
+            ids = self.backbone.generate(
+                input_ids=ids,
+                **prompt,
+                attention_mask=torch.ones_like(ids),
+                logits_processor=processors,
+                stopping_criteria=stop,
+                max_new_tokens=max_length - ids.shape[1],  # explicit: a checkpoint's generation_config may set its own
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=eos,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            if ids[0, -1].item() == eos or ids.shape[1] >= max_length:
+                break
+            # Stopped inside a group: append the tokens the processors force, while exactly one is allowed.
+            while ids.shape[1] < max_length:
+                allowed = processors(ids, torch.zeros(1, vocab, device=ids.device)) > torch.finfo(torch.float32).min
+                if allowed.sum() != 1 or signal.state(ids[0, input_ids.shape[1] :].tolist())[0] is None:
+                    break
+                ids = torch.cat([ids, allowed.float().argmax(-1, keepdim=True)], dim=1)
+            if signal.state(ids[0, input_ids.shape[1] :].tolist())[0] is not None:
+                continue  # an extra processor left a choice inside the group: decode that position normally
+            full = torch.cat([inputs_embeds, embed(ids[:, input_ids.shape[1] :])], dim=1)
+            out = self.backbone(inputs_embeds=full, output_hidden_states=True)
+            if ids.shape[1] >= max_length:
+                hidden = out.hidden_states[-1]
+                break
+            following = processors(ids, out.logits[:, -1].float()).argmax(-1, keepdim=True)
+            ids = torch.cat([ids, following], dim=1)
+            if following.item() == eos:
+                hidden = out.hidden_states[-1]
+                break
+        reply = ids[0, input_ids.shape[1] :].tolist()
+        if eos in reply:
+            reply = reply[: reply.index(eos)]
+        return reply, hidden
 
     # ------------------------------------------------------------------ 5. generators
 
@@ -854,16 +898,18 @@ class AnyGenPipeline(DiffusionPipeline):
         input_ids, inputs_embeds = self.splice(call.ids, self.encode_media(call.media))
 
         # 3. Run the backbone: a reply whose signal groups are never partial
-        reply = self.generate_reply(input_ids, inputs_embeds, call.max_new_tokens, call.logits_processor)
+        reply, hidden = self._decode(input_ids, inputs_embeds, call.max_new_tokens, call.logits_processor)
         groups = self._groups_in(reply)
 
-        # 4. Hidden states at each signal group: one teacher-forced pass over prompt + reply; each group's
-        #    output projector turns them into its generator's conditioning
+        # 4. Hidden states at each signal group: one teacher-forced pass over prompt + reply (usually already run
+        #    by step 3, when the reply ended with its group); each group's output projector turns them into its
+        #    generator's conditioning
         media = []
         if groups:
-            reply_ids = torch.tensor([reply], dtype=torch.long, device=input_ids.device)
-            full = torch.cat([inputs_embeds, self.backbone.get_input_embeddings()(reply_ids)], dim=1)
-            hidden = self.backbone(inputs_embeds=full, output_hidden_states=True).hidden_states[-1]  # (1, L, hidden)
+            if hidden is None or hidden.shape[1] < input_ids.shape[1] + len(reply):
+                reply_ids = torch.tensor([reply], dtype=torch.long, device=input_ids.device)
+                full = torch.cat([inputs_embeds, self.backbone.get_input_embeddings()(reply_ids)], dim=1)
+                hidden = self.backbone(inputs_embeds=full, output_hidden_states=True).hidden_states[-1]  # (1, L, H)
             start = input_ids.shape[1]
             for j, (m, i) in enumerate(groups):
                 k = self.num_signal_tokens[m]
@@ -1043,6 +1089,19 @@ class AnyGenPipeline(DiffusionPipeline):
 def _check_max_batch(max_batch) -> None:
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, numbers.Integral) or max_batch < 1):
         raise AnyGenInputError(f"`max_batch` must be a positive int or None, got {max_batch!r}")
+
+
+class _InsideSignalGroup(StoppingCriteria):
+    """Stop ``generate`` once a signal group has started: :meth:`AnyGenPipeline._decode` appends the rest."""
+
+    def __init__(self, signal: SignalGroupLogitsProcessor):
+        self.signal = signal
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.tensor(
+            [self.signal.state(row[self.signal.prompt_length :].tolist())[0] is not None for row in input_ids],
+            dtype=torch.bool, device=input_ids.device,
+        )
 
 
 def _told_which_medium(medium: MediumRequest) -> Callable:
