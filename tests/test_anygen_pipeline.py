@@ -569,6 +569,18 @@ def test_enable_disable_kernels(pipe):
     assert not kernels_applied(pipe.backbone) and not kernels_applied(pipe.image_generator.unet)
 
 
+def test_compile_generators_keeps_outputs():
+    fresh = build_tiny_random_pipeline(seed=0)  # compiled in place: keep the shared fixture eager
+    ref = fresh("draw", logits_processor=script(fresh, "A. [IMG]"), **FAST).images[0]
+    with pytest.raises(AnyGenInputError, match="`modalities`"):
+        fresh.compile_generators(["smell"])
+    assert fresh.compile_generators(["image"]) == ["image"]
+    unet = fresh.image_generator.unet
+    assert unet._compiled_call_impl is not None and fresh.audio_generator.unet._compiled_call_impl is None
+    out = fresh("draw", logits_processor=script(fresh, "A. [IMG]"), **FAST).images[0]
+    assert np.abs(arr(out) - arr(ref)).max() <= 1
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_pipeline(source: str | Path | None = None, device=None, kernels: str | None = None):
+def load_pipeline(source: str | Path | None = None, device=None, kernels: str | None = None, compile: bool = False):
     """Load an :class:`~anygen.AnyGenPipeline` for serving.
 
     Args:
@@ -13,6 +13,7 @@ def load_pipeline(source: str | Path | None = None, device=None, kernels: str | 
         device: where to run it (``None``: leave it on CPU).
         kernels: ``None``/``"off"`` leaves the models unpatched; ``"auto"``, ``"torch"`` or ``"triton"`` installs
             AnyGen's fused kernels (the mode itself is read from ``$ANYGEN_KERNELS``, which the CLI sets).
+        compile: ``torch.compile`` every generator's denoiser (:meth:`AnyGenPipeline.compile_generators`).
 
     Returns:
         The pipeline, progress bars off.
@@ -37,4 +38,6 @@ def load_pipeline(source: str | Path | None = None, device=None, kernels: str | 
     pipe.set_progress_bar_config(disable=True)
     if kernels not in (None, "off"):
         pipe.enable_kernels()
+    if compile:
+        pipe.compile_generators()
     return pipe

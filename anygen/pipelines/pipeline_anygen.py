@@ -313,6 +313,36 @@ class AnyGenPipeline(DiffusionPipeline):
                 self._kernel_modules.append(m)
         return counts
 
+    def compile_generators(self, modalities: tuple[str, ...] | list[str] | None = None, **compile_kwargs) -> list[str]:
+        """``torch.compile`` each generator's denoiser in place (the hot loop: one UNet call per step).
+
+        The first call of each compiled generator pays the compilation (seconds on CPU, where inductor writes
+        C++: a compiler must be installed); later calls of the same shapes reuse it. Worth it for batches and
+        servers, not for one-off calls. Numerics match eager mode to float rounding.
+
+        Args:
+            modalities: which generators (default: all of them).
+            **compile_kwargs: passed to ``torch.compile`` (default ``fullgraph=True``).
+
+        Returns:
+            The modalities whose denoiser was compiled.
+
+        Example:
+            ```py
+            >>> pipe = AnyGenPipeline.from_pretrained()
+            >>> pipe.compile_generators(["image"])
+            ['image']
+            >>> out = pipe("draw a large red circle at the center on a black background", seed=0)  # compiles here
+            ```
+        """
+        generators = self.generators()
+        names = list(generators) if modalities is None else list(modalities)
+        if bad := [m for m in names if m not in generators]:
+            raise AnyGenInputError(f"`modalities`: no {bad} generator in this pipeline; it has {sorted(generators)}")
+        for m in names:
+            generators[m].unet.compile(**{"fullgraph": True, **compile_kwargs})
+        return names
+
     def disable_kernels(self) -> None:
         """Restore every module patched by :meth:`enable_kernels`."""
         from ..kernels.patching import remove_kernels
