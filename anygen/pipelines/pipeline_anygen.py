@@ -7,9 +7,10 @@ One call, top to bottom (``AnyGenPipeline.__call__``):
    projector's N positions and its embeddings (frozen VAE encoder → input projector) are spliced in;
 3. ``backbone.generate`` (greedy; prompt-lookup decoding when no medium is spliced in) with
    :class:`~anygen.models.signal_tokens.SignalGroupLogitsProcessor`, so every signal group in the reply is complete;
-4. one teacher-forced forward over prompt + reply gives the last-layer hidden states at each group; the
-   group's output projector turns them into ``prompt_embeds`` of that modality's generator (a
-   :class:`MediumRequest`, seeded per output);
+   once a group starts, its forced rest is appended without decoding rounds;
+4. one teacher-forced forward over prompt + reply gives the last-layer hidden states at each group (when the
+   reply ends with its group, the forward step 3 ran to find that end); the group's output projector turns
+   them into ``prompt_embeds`` of that modality's generator (a :class:`MediumRequest`, seeded per output);
 5. :meth:`~AnyGenPipeline.generate_media` runs each through its generator (the null embedding, or the encoded
    ``negative_prompt``, → ``negative_prompt_embeds``), through a per-call copy of the generator when the call
    picks a ``scheduler``, reporting every denoising step to ``callback_on_step_end`` if given;
