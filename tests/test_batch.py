@@ -265,6 +265,24 @@ def test_cli_without_trained_weights_fails_in_one_line(tmp_path, monkeypatch, ca
     assert "has no model_index.json" in capsys.readouterr().err
 
 
+def test_cli_batch_compile_flag_reaches_the_loader(tmp_path, model_dir, monkeypatch):
+    from anygen.apps import loading
+
+    seen = []
+    real = loading.load_pipeline
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("compile"))
+        return real(*args, **{**kwargs, "compile": False})  # compiling itself: test_anygen_pipeline.py
+
+    monkeypatch.setattr(loading, "load_pipeline", spy)
+    prompts = write_lines(tmp_path / "p.txt", ["tell me about shape 1"])
+    for extra, want in (([], False), (["--compile"], True)):
+        out = tmp_path / f"o{len(extra)}"
+        assert cli.main(["batch", str(prompts), "--out", str(out), "--model", str(model_dir), "--no-progress", *extra]) == 0
+        assert seen[-1] is want
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
