@@ -724,6 +724,10 @@ class AnyGenPipeline(DiffusionPipeline):
         eos = self.tokenizer.eos_token_id
         vocab = self.backbone.get_output_embeddings().weight.shape[0]
         ids, hidden = input_ids, None
+
+        def inside_group() -> bool:
+            return signal.state(ids[0, input_ids.shape[1] :].tolist())[0] is not None
+
         while ids.shape[1] < max_length:
             prompt = {"prompt_lookup_num_tokens": self.prompt_lookup_num_tokens} if lookup else {
                 "inputs_embeds": torch.cat([inputs_embeds, embed(ids[:, input_ids.shape[1] :])], dim=1)
@@ -743,12 +747,12 @@ class AnyGenPipeline(DiffusionPipeline):
             if ids[0, -1].item() == eos or ids.shape[1] >= max_length:
                 break
             # Stopped inside a group: append the tokens the processors force, while exactly one is allowed.
-            while ids.shape[1] < max_length:
+            while inside_group() and ids.shape[1] < max_length:
                 allowed = processors(ids, torch.zeros(1, vocab, device=ids.device)) > torch.finfo(torch.float32).min
-                if allowed.sum() != 1 or signal.state(ids[0, input_ids.shape[1] :].tolist())[0] is None:
+                if allowed.sum() != 1:
                     break
                 ids = torch.cat([ids, allowed.float().argmax(-1, keepdim=True)], dim=1)
-            if signal.state(ids[0, input_ids.shape[1] :].tolist())[0] is not None:
+            if inside_group():
                 continue  # an extra processor left a choice inside the group: decode that position normally
             full = torch.cat([inputs_embeds, embed(ids[:, input_ids.shape[1] :])], dim=1)
             out = self.backbone(inputs_embeds=full, output_hidden_states=True)
