@@ -168,14 +168,6 @@ def _add_kernels_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_compile_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile the generators' denoisers: the first item pays seconds of compilation (a C++ compiler "
-        "must be installed on CPU), later ones run faster; worth it for many prompts",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="anygen", description="AnyGen: any-to-any generation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -209,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=None, help="pipeline folder (default: the embedded anygen-tiny)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_kernels_flag(b)
-    _add_compile_flag(b)
+    b.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the generators' denoisers: the first item pays seconds of compilation (a C++ compiler "
+        "must be installed on CPU), later ones run faster; worth it for many prompts",
+    )
     b.set_defaults(func=cmd_batch)
 
     d = sub.add_parser("demo", help="Gradio chat demo on 127.0.0.1")

@@ -62,16 +62,22 @@ class SignalGroupLogitsProcessor(LogitsProcessor):
         self._where = {t: (m, j) for m, ids in self.groups.items() for j, t in enumerate(ids)}
         self._all = torch.tensor(all_ids, dtype=torch.long)
 
+    def forced_after(self, token: int) -> int | None:
+        """The group token that must follow ``token`` (``None`` unless ``token`` starts or continues a group)."""
+        if token not in self._where:
+            return None
+        m, j = self._where[token]
+        ids = self.groups[m]
+        return ids[j + 1] if j + 1 < len(ids) else None
+
     def state(self, reply: list[int]) -> tuple[int | None, dict[str, int]]:
         """For a reply so far: the id forced next (or ``None``) and the completed groups per modality."""
         forced, done = None, {m: 0 for m in self.groups}
         for t in reply:
             if t in self._where:
-                m, j = self._where[t]
-                ids = self.groups[m]
-                forced = ids[j + 1] if j + 1 < len(ids) else None
+                forced = self.forced_after(t)
                 if forced is None:
-                    done[m] += 1
+                    done[self._where[t][0]] += 1
         if reply and reply[-1] not in self._where:
             forced = None  # only reachable when someone bypasses the processor; then the group is already broken
         return forced, done

@@ -726,7 +726,7 @@ class AnyGenPipeline(DiffusionPipeline):
         ids, hidden = input_ids, None
 
         def inside_group() -> bool:
-            return signal.state(ids[0, input_ids.shape[1] :].tolist())[0] is not None
+            return ids.shape[1] > input_ids.shape[1] and signal.forced_after(ids[0, -1].item()) is not None
 
         while ids.shape[1] < max_length:
             prompt = {"prompt_lookup_num_tokens": self.prompt_lookup_num_tokens} if lookup else {
@@ -1133,8 +1133,10 @@ class _InsideSignalGroup(StoppingCriteria):
         self.signal = signal
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        # Only the last token decides it (SignalGroupLogitsProcessor.state): O(1) per step, not O(reply).
         return torch.tensor(
-            [self.signal.state(row[self.signal.prompt_length :].tolist())[0] is not None for row in input_ids],
+            [row.shape[0] > self.signal.prompt_length and self.signal.forced_after(row[-1].item()) is not None
+             for row in input_ids],
             dtype=torch.bool, device=input_ids.device,
         )
 
