@@ -5,7 +5,8 @@ Sub-stages run in this order, each resumable from ``run_dir/generators/<name>``:
 * ``vae``       image AutoencoderKL, 64×64×3 → 8×8 latents, per-channel latents normalised
 * ``vae_decoder`` the image VAE's decoder fine-tuned alone (latents unchanged) to remove halos around shapes
 * ``image``     caption encoder + image UNet (StableDiffusionPipeline)
-* ``video``     MotionAdapter over the frozen image UNet (AnimateDiffPipeline)
+* ``video``     MotionAdapter (zero-initialised outputs) over the image UNet, frozen or fine-tuned on clips with
+                ``spatial_lr`` (AnimateDiffPipeline; its caption encoder and VAE are the image generator's)
 * ``audio_vae`` AutoencoderKL over the 64×64 log-mel
 * ``audio``     caption encoder + audio UNet (AnyGenAudioPipeline with a Griffin-Lim vocoder)
 
@@ -15,6 +16,7 @@ finished pipelines are written to ``output_dir/{image,video,audio}_generator``.
 
 from __future__ import annotations
 
+import copy
 import filecmp
 import json
 import os
@@ -91,6 +93,8 @@ MOTION_DEFAULTS = dict(
     steps=3000,
     batch_size=8,
     lr=5e-4,
+    spatial_lr=0.0,  # > 0: the image UNet's own layers are fine-tuned on clips too (then saved with the video generator)
+    lanes=None,  # train on clips in these lanes only (None: all of spec.LANES); see VideoCaptionDataset
     warmup=100,
     caption_dropout=0.1,
     ema_decay=0.999,
@@ -546,13 +550,23 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         cfg["motion_norm_num_groups"],
     )
     unet = UNetMotionModel.from_unet2d(image_pipe.unet, adapter)
-    unet.freeze_unet2d_params()  # AnimateDiff: only the motion modules learn
+    with torch.no_grad():  # each motion module starts as the identity: the UNet starts as the image UNet per frame
+        for name, p in unet.named_parameters():
+            if "motion_modules" in name and ".proj_out." in name:
+                p.zero_()
+    motion = [p for name, p in unet.named_parameters() if "motion_modules" in name]
+    spatial = [p for name, p in unet.named_parameters() if "motion_modules" not in name]
+    if cfg["spatial_lr"] > 0:
+        groups = [{"params": motion}, {"params": spatial, "lr": cfg["spatial_lr"]}]
+    else:
+        unet.freeze_unet2d_params()  # AnimateDiff: only the motion modules learn
+        groups = [{"params": motion}]
     noise_scheduler = DDPMScheduler(**SCHEDULER)
-    trainable = [p for p in unet.parameters() if p.requires_grad]
-    opt, sched = adamw_with_schedule(trainable, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
+    trainable = [p for p in unet.parameters() if p.requires_grad]  # module order, as after_step/export list them
+    opt, sched = adamw_with_schedule(groups, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
     unet, opt, sched = accelerator.prepare(unet, opt, sched)
     ema = EMAModel(trainable, decay=cfg["ema_decay"], use_ema_warmup=True)
-    clips = VideoCaptionDataset("train", size=steps * bs, seed=recipe.seed)
+    clips = VideoCaptionDataset("train", size=steps * bs, seed=recipe.seed, lanes=cfg["lanes"])
     num_frames = spec.NUM_FRAMES
 
     def loss_fn(step):
@@ -583,9 +597,13 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
             cfg["motion_norm_num_groups"],
         )
         adapter_out.load_state_dict(_motion_state(motion), strict=True)
+        spatial_out = image_pipe.unet
+        if cfg["spatial_lr"] > 0:  # the fine-tuned image layers: every UNetMotionModel key that is not a motion module
+            spatial_out = copy.deepcopy(image_pipe.unet)
+            spatial_out.load_state_dict({k: v for k, v in motion.state_dict().items() if "motion_modules" not in k})
         ema.restore(trained)
         return AnimateDiffPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=image_pipe.unet, motion_adapter=adapter_out.eval(),
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=spatial_out.eval(), motion_adapter=adapter_out.eval(),
             scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
         )
 

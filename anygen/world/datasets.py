@@ -7,6 +7,7 @@ across processes, workers and runs, and no data is ever stored.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import spec
 from .dialogue import HELDOUT_TASKS, TASKS, Dialogue, make_dialogue
 from .mel import log_mel
 from .render import render_audio, render_image, render_video
@@ -149,10 +151,28 @@ class VideoCaptionDataset(_WorldDataset):
     """Rendered clips with canonical captions.
 
     Items: ``dict(pixel_values=float32 (8, 3, 64, 64) in [-1, 1], caption=str, clip=Clip)``.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"heldout"``.
+        size: number of items.
+        seed: dataset seed.
+        lanes: draw each clip's lane from these instead of all of ``spec.LANES``. Captions never name
+            the lane, so a generator trained on one lane draws every clip there: its sampler does not have
+            to agree on a lane across frames that it denoises from independent noise.
     """
 
+    def __init__(self, split: str, size: int, seed: int = 0, lanes: Sequence[int] | None = None):
+        super().__init__(split, size, seed)
+        bad = [lane for lane in lanes or () if lane not in spec.LANES]
+        if lanes is not None and (not lanes or bad):
+            raise ValueError(f"`lanes` must be a non-empty subset of {spec.LANES}, got {lanes}")
+        self.lanes = tuple(lanes) if lanes is not None else None
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        clip = sample_clip(self._rng(index), self.split)
+        rng = self._rng(index)
+        clip = sample_clip(rng, self.split)
+        if self.lanes is not None:
+            clip = dataclasses.replace(clip, lane=rng.choice(self.lanes))
         return dict(pixel_values=to_pixels(render_video(clip)), caption=clip.caption(), clip=clip)
 
 
