@@ -81,3 +81,10 @@ def test_video_substage_with_spatial_lr_exports_the_fine_tuned_unet(tmp_path):
     frames = video("a small red circle moving left", num_frames=8, num_inference_steps=2, height=64, width=64,
                    output_type="np", generator=torch.Generator().manual_seed(0)).frames
     assert frames.shape == (1, 8, 64, 64, 3)
+
+
+def test_video_substage_with_text_encoder_lr_saves_its_own_caption_encoder(tmp_path):
+    image, video, _ = _train_video(tmp_path, "spatial_lr = 1e-2\ntext_encoder_lr = 1e-2")
+    out = tmp_path / "out" / "video_generator"
+    assert not (out / "text_encoder").is_symlink() and (out / "vae").is_symlink()
+    assert _spatial_diff(video.text_encoder, image.text_encoder) > 1e-4

@@ -94,6 +94,7 @@ MOTION_DEFAULTS = dict(
     batch_size=8,
     lr=5e-4,
     spatial_lr=0.0,  # > 0: the image UNet's own layers are fine-tuned on clips too (then saved with the video generator)
+    text_encoder_lr=0.0,  # > 0: so is the caption encoder (then the video generator has its own; see the recipe)
     lanes=None,  # train on clips in these lanes only (None: all of spec.LANES); see VideoCaptionDataset
     warmup=100,
     caption_dropout=0.1,
@@ -392,7 +393,7 @@ def vae_output_to_mel(x: torch.Tensor) -> torch.Tensor:
 
 def _encode_captions(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]  # (batch, L, D): the per-token conditioning
+    return text_encoder(ids.to(next(text_encoder.parameters()).device))[0]  # (batch, L, D): the per-token conditioning
 
 
 def _drop(captions: list[str], rng, p: float) -> list[str]:
@@ -561,10 +562,16 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
     else:
         unet.freeze_unet2d_params()  # AnimateDiff: only the motion modules learn
         groups = [{"params": motion}]
+    train_text = cfg["text_encoder_lr"] > 0
+    if train_text:
+        groups.append({"params": list(text_encoder.requires_grad_(True).parameters()), "lr": cfg["text_encoder_lr"]})
     noise_scheduler = DDPMScheduler(**SCHEDULER)
     trainable = [p for p in unet.parameters() if p.requires_grad]  # module order, as after_step/export list them
     opt, sched = adamw_with_schedule(groups, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
-    unet, opt, sched = accelerator.prepare(unet, opt, sched)
+    if train_text:
+        unet, text_encoder, opt, sched = accelerator.prepare(unet, text_encoder, opt, sched)
+    else:
+        unet, opt, sched = accelerator.prepare(unet, opt, sched)
     ema = EMAModel(trainable, decay=cfg["ema_decay"], use_ema_warmup=True)
     clips = VideoCaptionDataset("train", size=steps * bs, seed=recipe.seed, lanes=cfg["lanes"])
     num_frames = spec.NUM_FRAMES
@@ -575,6 +582,7 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         frames = torch.stack([it["pixel_values"] for it in items])  # (batch, frames, 3, H, W)
         with torch.no_grad():
             z = vae.encode(frames.flatten(0, 1).to(accelerator.device)).latent_dist.sample()
+        with torch.set_grad_enabled(train_text):
             cond = _encode_captions(tokenizer, text_encoder, _drop([it["caption"] for it in items], rng, cfg["caption_dropout"]))
         z = z.view(bs, num_frames, *z.shape[1:]).transpose(1, 2)  # (batch, C, frames, h, w): UNetMotionModel layout
         noise = torch.randn_like(z)
@@ -602,8 +610,9 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
             spatial_out = copy.deepcopy(image_pipe.unet)
             spatial_out.load_state_dict({k: v for k, v in motion.state_dict().items() if "motion_modules" not in k})
         ema.restore(trained)
+        text_out = copy.deepcopy(accelerator.unwrap_model(text_encoder)).requires_grad_(False) if train_text else text_encoder
         return AnimateDiffPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=spatial_out.eval(), motion_adapter=adapter_out.eval(),
+            vae=vae, text_encoder=text_out.eval(), tokenizer=tokenizer, unet=spatial_out.eval(), motion_adapter=adapter_out.eval(),
             scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
         )
 
@@ -612,7 +621,7 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         return {f"val_{k}": v for k, v in evaluate_video_pipeline(export_pipeline(), cfg["validate_samples"], recipe.seed, cfg).items()}
 
     state = train(
-        name="generators:video", accelerator=accelerator, models=[unet], optimizer=opt, scheduler=sched, loss_fn=loss_fn,
+        name="generators:video", accelerator=accelerator, models=[unet, text_encoder] if train_text else [unet], optimizer=opt, scheduler=sched, loss_fn=loss_fn,
         steps=steps, ckpt_dir=_dir(recipe, "video"), checkpoint_every=cfg["checkpoint_every"], extra_state=[ema],
         after_step=after_step, validate=validate, validate_every=cfg["validate_every"], resume=resume,
     )
