@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 
-from anygen.eval.judges import judge_audio, judge_image
+from anygen.eval.judges import judge_audio, judge_image, judge_video
 from anygen.eval.metrics import judged_matches
-from anygen.world.scenes import sample_scene, sample_sound
+from anygen.world.scenes import sample_clip, sample_scene, sample_sound
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "anygen-tiny"
 N = 4  # samples per generator: at most one miss is tolerated
@@ -41,16 +41,24 @@ def test_image_generator_draws_its_captions():
 
 
 def test_video_generator_loads_and_animates():
-    # The video generator is below its judged bar (benchmarks/generator_quality.py, model card), so this checks
-    # what a diffusers user relies on: it loads as AnimateDiff over the image generator's parts and is seeded.
+    # The video generator is below its judged bar (benchmarks/generator_quality.py, model card: it mostly misses the
+    # direction), so this checks what it does reach: it loads as AnimateDiff over the image generator's parts, is
+    # seeded, and its clips show the caption's object on one straight path (colour, shape and size judged right).
     pipe = _load("video")
     assert type(pipe).__name__ == "AnimateDiffPipeline" and type(pipe.unet).__name__ == "UNetMotionModel"
     assert (WEIGHTS / "video_generator" / "vae").resolve() == (WEIGHTS / "image_generator" / "vae").resolve()
-    kw = dict(num_frames=8, num_inference_steps=4, guidance_scale=GUIDANCE, height=64, width=64, output_type="np")
-    a = pipe("a large red circle moving left", generator=torch.Generator().manual_seed(0), **kw).frames
-    b = pipe("a large red circle moving left", generator=torch.Generator().manual_seed(0), **kw).frames
-    assert a.shape == (1, 8, 64, 64, 3) and (a == b).all()
-    assert not (a[0, 0] == a[0, -1]).all()  # frames differ
+    rng = random.Random(0)
+    clips = [sample_clip(rng, "val") for _ in range(16)]
+    kw = dict(num_frames=8, guidance_scale=GUIDANCE, height=64, width=64, output_type="np")
+    a, b = (pipe(clips[0].caption(), num_inference_steps=4, generator=torch.Generator().manual_seed(0), **kw).frames
+            for _ in range(2))
+    assert (a == b).all()
+    out = pipe([c.caption() for c in clips], num_inference_steps=20, generator=torch.Generator().manual_seed(0), **kw).frames
+    assert out.shape == (16, 8, 64, 64, 3)
+    frames = (out * 255).round().astype("uint8")
+    seen = [judged_matches(judge_video(f), c) for f, c in zip(frames, clips)]
+    # 83 % of 64 clips in benchmarks/generator_quality.py, 11 of these 16; the generator before the lane fix: 33 %.
+    assert sum(m["color"] and m["shape"] and m["size"] for m in seen) >= 9
 
 
 def test_audio_generator_plays_its_captions():
@@ -65,7 +73,7 @@ def test_audio_generator_plays_its_captions():
 
 
 def test_generator_weights_fit_the_budget():
-    # The video folder links the image generator's unet, vae and text encoder instead of copying them.
+    # The video folder links the image generator's VAE, caption encoder and tokenizer instead of copying them.
     files = {f.resolve() for name in ("image", "video", "audio") for f in (WEIGHTS / f"{name}_generator").rglob("*")}
     size = sum(f.stat().st_size for f in files if f.is_file())
     assert size <= 25e6, f"generator weights total {size / 1e6:.1f} MB"

@@ -40,8 +40,9 @@ def test_video_dataset_lanes():
     free = [VideoCaptionDataset("train", 12, seed=0)[i]["clip"] for i in range(12)]
     assert [c.caption() for c in clips] == [c.caption() for c in free]
     assert len({c.lane for c in free}) > 1
-    with pytest.raises(ValueError, match="`lanes`"):
-        VideoCaptionDataset("train", 4, lanes=[20])
+    for bad in ([20], [], 32):
+        with pytest.raises(ValueError, match="`lanes`"):
+            VideoCaptionDataset("train", 4, lanes=bad)
 
 
 def _train_video(tmp_path, extra: str):

@@ -621,9 +621,10 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         return {f"val_{k}": v for k, v in evaluate_video_pipeline(export_pipeline(), cfg["validate_samples"], recipe.seed, cfg).items()}
 
     state = train(
-        name="generators:video", accelerator=accelerator, models=[unet, text_encoder] if train_text else [unet], optimizer=opt, scheduler=sched, loss_fn=loss_fn,
-        steps=steps, ckpt_dir=_dir(recipe, "video"), checkpoint_every=cfg["checkpoint_every"], extra_state=[ema],
-        after_step=after_step, validate=validate, validate_every=cfg["validate_every"], resume=resume,
+        name="generators:video", accelerator=accelerator, models=[unet, text_encoder] if train_text else [unet],
+        optimizer=opt, scheduler=sched, loss_fn=loss_fn, steps=steps, ckpt_dir=_dir(recipe, "video"),
+        checkpoint_every=cfg["checkpoint_every"], extra_state=[ema], after_step=after_step, validate=validate,
+        validate_every=cfg["validate_every"], resume=resume,
     )
     pipe = export_pipeline()
     figures = {"steps": state.step, "train_seconds": round(state.seconds, 1), **validate(state.step)}

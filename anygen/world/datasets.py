@@ -163,8 +163,7 @@ class VideoCaptionDataset(_WorldDataset):
 
     def __init__(self, split: str, size: int, seed: int = 0, lanes: Sequence[int] | None = None):
         super().__init__(split, size, seed)
-        bad = [lane for lane in lanes or () if lane not in spec.LANES]
-        if lanes is not None and (not lanes or bad):
+        if lanes is not None and (not isinstance(lanes, Sequence) or not lanes or set(lanes) - set(spec.LANES)):
             raise ValueError(f"`lanes` must be a non-empty subset of {spec.LANES}, got {lanes}")
         self.lanes = tuple(lanes) if lanes is not None else None
 
