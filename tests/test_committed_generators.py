@@ -41,9 +41,9 @@ def test_image_generator_draws_its_captions():
 
 
 def test_video_generator_loads_and_animates():
-    # The video generator is below its judged bar (benchmarks/generator_quality.py, model card: it mostly misses the
-    # direction), so this checks what it does reach: it loads as AnimateDiff over the image generator's parts, is
-    # seeded, and its clips show the caption's object on one straight path (colour, shape and size judged right).
+    # It loads as AnimateDiff over the image generator's VAE and tokenizer (its caption encoder is its own, fine-tuned
+    # on clips so that it tells the directions apart), is seeded, and its clips show the caption's object moving the
+    # caption's way (colour, shape, size and motion judged right).
     pipe = _load("video")
     assert type(pipe).__name__ == "AnimateDiffPipeline" and type(pipe.unet).__name__ == "UNetMotionModel"
     assert (WEIGHTS / "video_generator" / "vae").resolve() == (WEIGHTS / "image_generator" / "vae").resolve()
@@ -57,8 +57,9 @@ def test_video_generator_loads_and_animates():
     assert out.shape == (16, 8, 64, 64, 3)
     frames = (out * 255).round().astype("uint8")
     seen = [judged_matches(judge_video(f), c) for f, c in zip(frames, clips)]
-    # 83 % of 64 clips in benchmarks/generator_quality.py, 11 of these 16; the generator before the lane fix: 33 %.
-    assert sum(m["color"] and m["shape"] and m["size"] for m in seen) >= 9
+    # 90.6 % of 64 clips in benchmarks/generator_quality.py, 15 of these 16; with the image generator's caption
+    # encoder (directions conditioned alike) 21.9 %, which would give ~4.
+    assert sum(all(m.values()) for m in seen) >= 13
 
 
 def test_audio_generator_plays_its_captions():

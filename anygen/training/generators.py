@@ -566,7 +566,7 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
     if train_text:
         groups.append({"params": list(text_encoder.requires_grad_(True).parameters()), "lr": cfg["text_encoder_lr"]})
     noise_scheduler = DDPMScheduler(**SCHEDULER)
-    trainable = [p for p in unet.parameters() if p.requires_grad]  # module order, as after_step/export list them
+    trainable = [p for p in unet.parameters() if p.requires_grad]  # module order; prepare() keeps these tensors
     opt, sched = adamw_with_schedule(groups, cfg["lr"], steps, cfg["warmup"], weight_decay=1e-2)
     if train_text:
         unet, text_encoder, opt, sched = accelerator.prepare(unet, text_encoder, opt, sched)
@@ -593,13 +593,12 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         return F.mse_loss(pred, noise_scheduler.get_velocity(z, noise, t)), {}
 
     def after_step(step):
-        ema.step([p for p in accelerator.unwrap_model(unet).parameters() if p.requires_grad])
+        ema.step(trainable)
 
     def export_pipeline() -> AnimateDiffPipeline:
         motion = accelerator.unwrap_model(unet)
-        trained = [p for p in motion.parameters() if p.requires_grad]
-        ema.store(trained)
-        ema.copy_to(trained)
+        ema.store(trainable)
+        ema.copy_to(trainable)
         adapter_out = build_motion_adapter(
             image_pipe.unet.config.block_out_channels, cfg["motion_layers_per_block"], cfg["motion_num_attention_heads"],
             cfg["motion_norm_num_groups"],
@@ -609,7 +608,7 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         if cfg["spatial_lr"] > 0:  # the fine-tuned image layers: every UNetMotionModel key that is not a motion module
             spatial_out = copy.deepcopy(image_pipe.unet)
             spatial_out.load_state_dict({k: v for k, v in motion.state_dict().items() if "motion_modules" not in k})
-        ema.restore(trained)
+        ema.restore(trainable)
         text_out = copy.deepcopy(accelerator.unwrap_model(text_encoder)).requires_grad_(False) if train_text else text_encoder
         return AnimateDiffPipeline(
             vae=vae, text_encoder=text_out.eval(), tokenizer=tokenizer, unet=spatial_out.eval(), motion_adapter=adapter_out.eval(),
