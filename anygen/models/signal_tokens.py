@@ -60,7 +60,7 @@ class SignalGroupLogitsProcessor(LogitsProcessor):
         self.max_groups = max_groups
         # token id -> (modality, index in group)
         self._where = {t: (m, j) for m, ids in self.groups.items() for j, t in enumerate(ids)}
-        self._all = torch.tensor(all_ids, dtype=torch.long)
+        self._mask_cache: dict[tuple[int, str], tuple[torch.Tensor, dict[int, torch.Tensor]]] = {}
 
     def forced_after(self, token: int) -> int | None:
         """The group token that must follow ``token`` (``None`` unless ``token`` starts or continues a group)."""
@@ -70,35 +70,48 @@ class SignalGroupLogitsProcessor(LogitsProcessor):
         ids = self.groups[m]
         return ids[j + 1] if j + 1 < len(ids) else None
 
-    def state(self, reply: list[int]) -> tuple[int | None, dict[str, int]]:
-        """For a reply so far: the id forced next (or ``None``) and the completed groups per modality."""
-        forced, done = None, {m: 0 for m in self.groups}
-        for t in reply:
-            if t in self._where:
-                forced = self.forced_after(t)
-                if forced is None:
-                    done[self._where[t][0]] += 1
-        if reply and reply[-1] not in self._where:
-            forced = None  # only reachable when someone bypasses the processor; then the group is already broken
-        return forced, done
+    def _masks(self, vocab: int, device: torch.device) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Forbidden-token masks over the vocabulary, built once per (vocab, device): outside a group (every
+        non-first group token, and the first token of a disabled modality's group), and inside one, per group token
+        that forces a next one (everything but that next token)."""
+        key = (vocab, str(device))
+        if key not in self._mask_cache:
+            outside = torch.zeros(vocab, dtype=torch.bool)
+            inside = {}
+            for m, ids in self.groups.items():
+                outside[ids[1:]] = True
+                outside[ids[0]] = m in self.disabled
+                for token, following in zip(ids, ids[1:]):
+                    inside[token] = torch.ones(vocab, dtype=torch.bool)
+                    inside[token][following] = False
+            self._mask_cache[key] = (outside.to(device), {t: v.to(device) for t, v in inside.items()})
+        return self._mask_cache[key]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # Called once per step, and with prompt lookup once per candidate position: precomputed masks and one
+        # masked_fill, no walk over the reply (unless `max_groups` asks to count its groups).
+        batch, vocab = scores.shape
+        outside, inside = self._masks(vocab, scores.device)
         cur_len = input_ids.shape[1]
-        neg = torch.finfo(scores.dtype).min
-        forbid = torch.zeros_like(scores, dtype=torch.bool)  # (batch, vocab)
-        for b in range(input_ids.shape[0]):
-            forced, done = self.state(input_ids[b, self.prompt_length :].tolist())
-            if forced is not None:
-                forbid[b] = True
-                forbid[b, forced] = False
+        last = input_ids[:, -1].tolist() if cur_len > self.prompt_length else [None] * batch
+        # First tokens of groups that could not be finished before max_length.
+        late = [ids[0] for ids in self.groups.values() if self.max_length is not None and cur_len + len(ids) > self.max_length]
+        rows = []
+        for b in range(batch):
+            if last[b] in inside:
+                rows.append(inside[last[b]])
                 continue
-            forbid[b, self._all.to(scores.device)] = True
-            for m, ids in self.groups.items():
-                fits = self.max_length is None or cur_len + len(ids) <= self.max_length
-                capped = self.max_groups is not None and done[m] >= self.max_groups
-                if m not in self.disabled and fits and not capped:
-                    forbid[b, ids[0]] = False
-        return scores.masked_fill(forbid, neg)
+            closed = late
+            if self.max_groups is not None:
+                reply = input_ids[b, self.prompt_length :].tolist()
+                closed = closed + [ids[0] for ids in self.groups.values() if reply.count(ids[-1]) >= self.max_groups]
+            row = outside
+            if closed:
+                row = outside.clone()
+                row[closed] = True
+            rows.append(row)
+        forbid = rows[0].unsqueeze(0) if batch == 1 else torch.stack(rows)
+        return scores.masked_fill(forbid, torch.finfo(scores.dtype).min)
 
     def __repr__(self) -> str:
         k = {m: len(ids) for m, ids in self.groups.items()}
