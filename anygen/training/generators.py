@@ -596,18 +596,18 @@ def train_motion_adapter(recipe: Recipe, resume: bool = True, max_steps: int | N
         ema.step(trainable)
 
     def export_pipeline() -> AnimateDiffPipeline:
-        motion = accelerator.unwrap_model(unet)
+        model = accelerator.unwrap_model(unet)  # not `motion`: that name holds the motion modules' parameters
         ema.store(trainable)
         ema.copy_to(trainable)
         adapter_out = build_motion_adapter(
             image_pipe.unet.config.block_out_channels, cfg["motion_layers_per_block"], cfg["motion_num_attention_heads"],
             cfg["motion_norm_num_groups"],
         )
-        adapter_out.load_state_dict(_motion_state(motion), strict=True)
+        adapter_out.load_state_dict(_motion_state(model), strict=True)
         spatial_out = image_pipe.unet
         if cfg["spatial_lr"] > 0:  # the fine-tuned image layers: every UNetMotionModel key that is not a motion module
             spatial_out = copy.deepcopy(image_pipe.unet)
-            spatial_out.load_state_dict({k: v for k, v in motion.state_dict().items() if "motion_modules" not in k})
+            spatial_out.load_state_dict({k: v for k, v in model.state_dict().items() if "motion_modules" not in k})
         ema.restore(trainable)
         text_out = copy.deepcopy(accelerator.unwrap_model(text_encoder)).requires_grad_(False) if train_text else text_encoder
         return AnimateDiffPipeline(
