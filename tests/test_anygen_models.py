@@ -241,6 +241,33 @@ def test_mlp_input_projector_keeps_frames_in_their_own_positions(tmp_path):
     torch.testing.assert_close(loaded(x), y, rtol=0, atol=0)
 
 
+def test_mlp_input_projector_conv_front_is_local_and_shared(tmp_path):
+    torch.manual_seed(0)
+    proj = build_input_projector(type="mlp", in_channels=4, num_positions=36, max_frames=1, hidden_size=16,
+                                 num_queries=2, out_dim=8, conv_channels=[6, 4], modality="image").eval()
+    assert isinstance(proj.convs, torch.nn.Sequential) and proj.config.conv_channels == [6, 4]
+    x = torch.randn(3, 1, 36, 4)
+    y = proj(x)
+    assert y.shape == (3, 2, 8)
+    # Two 3×3 convolutions see a 5×5 neighbourhood: change the corner cell (0, 0) of the 6×6 grid and the conv
+    # features change within two cells of it, nowhere else.
+    grid = x.reshape(3, 6, 6, 4).permute(0, 3, 1, 2)
+    x2 = x.clone()
+    x2[:, 0, 0] += 1.0
+    grid2 = x2.reshape(3, 6, 6, 4).permute(0, 3, 1, 2)
+    delta = (proj.convs(grid2) - proj.convs(grid)).abs().amax(dim=(0, 1))
+    assert (delta[:3, :3] > 0).all() and (delta[3:, :] == 0).all() and (delta[:, 3:] == 0).all()
+    assert not torch.allclose(proj(x2), y)
+    proj.save_pretrained(tmp_path)
+    torch.testing.assert_close(MLPInputProjector.from_pretrained(tmp_path).eval()(x), y, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="must equal `in_channels`"):
+        build_input_projector(type="mlp", in_channels=4, num_positions=16, conv_channels=[6, 5])
+    with pytest.raises(ValueError, match="square grid"):
+        build_input_projector(type="mlp", in_channels=4, num_positions=12, conv_channels=[4])
+    with pytest.raises(ValueError, match="not the resampler"):
+        build_input_projector(type="resampler", in_channels=4, num_positions=16, conv_channels=[4])
+
+
 def test_backbone_builder(tok):
     model = build_backbone(tok, type="llama", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     assert model.config.vocab_size == len(tok) and model.config.eos_token_id == tok.eos_token_id

@@ -89,3 +89,20 @@ def test_video_substage_with_text_encoder_lr_saves_its_own_caption_encoder(tmp_p
     out = tmp_path / "out" / "video_generator"
     assert not (out / "text_encoder").is_symlink() and (out / "vae").is_symlink()
     assert _spatial_diff(video.text_encoder, image.text_encoder) > 1e-4
+
+
+def test_background_hinge_sees_only_background_errors_above_the_margin():
+    from anygen.training.generators import _background_hinge
+
+    x = torch.full((1, 3, 16, 16), -1.0)  # black background
+    fg = torch.zeros(1, 1, 16, 16)
+    fg[..., 2:5, 2:5] = 1.0  # a shape in the top-left corner
+    x[..., 2:5, 2:5] = 1.0
+    y = x.clone()
+    y[..., 2:5, 2:5] = 0.0  # a wrong shape colour: not this term's business
+    y[..., 5:7, 5:7] += 0.5  # a halo within 3 px of the outline: neither
+    y[..., 12:, :] += 0.05  # a faint tint below the margin: free
+    assert _background_hinge(y, x, fg, outside=3, margin=0.08) == 0
+    y[..., 12:14, 12:14] += 0.3  # a blotch far from the shape: (0.35 - 0.08)^2 on 4 of the background pixels
+    far = (1 - torch.nn.functional.max_pool2d(fg, 7, 1, 3)).sum()
+    torch.testing.assert_close(_background_hinge(y, x, fg, outside=3, margin=0.08), 4 * 0.27**2 / far)

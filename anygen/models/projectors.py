@@ -115,6 +115,11 @@ class MLPInputProjector(ModelMixin, ConfigMixin):
     batch 64), this projector reads the position right on 99.9 % of validation images after 300 steps, the
     perceiver resampler (:class:`InputProjector`, 1 layer, 8 queries) on 17 % (75 % after 600, 96 % after 900).
 
+    ``conv_channels`` puts a few 3×3 convolutions over each frame's latent grid (weights shared by every position)
+    in front of the MLP, so a local detector (is there a triangle in this cell?) is learnt once, not once per
+    position by the MLP's first layer; the last width must equal ``in_channels`` (a residual block: the MLP reads
+    ``x + convs(x)``, so its size is unchanged and the block starts near identity).
+
     Video: frame ``t`` gives embeddings ``t·k .. t·k + k - 1`` (k = ``num_queries / max_frames``), so the clip's
     order is the order of its embeddings; a clip shorter than ``max_frames`` is stretched to it by repeating
     frames (nearest-frame sampling), so every medium takes the same ``num_queries`` positions.
@@ -130,6 +135,8 @@ class MLPInputProjector(ModelMixin, ConfigMixin):
         modality: ``"image"``, ``"video"`` or ``"audio"``.
         encoder_type: which modality encoder produces the tokens (``"generator_vae"``).
         dropout: dropout after each hidden layer (training only).
+        conv_channels: widths of 3×3 convolutions over the grid before the MLP (empty: none); the last must
+            equal ``in_channels``. Needs a square grid (``num_positions`` = side²).
 
     Example:
         ```py
@@ -152,6 +159,7 @@ class MLPInputProjector(ModelMixin, ConfigMixin):
         modality: str = "image",
         encoder_type: str = "generator_vae",
         dropout: float = 0.0,
+        conv_channels: tuple[int, ...] | list[int] = (),
     ):
         super().__init__()
         if num_queries % max_frames:
@@ -166,6 +174,21 @@ class MLPInputProjector(ModelMixin, ConfigMixin):
             if i < num_layers - 1:
                 layers += [nn.GELU(), nn.Dropout(dropout)]
         self.mlp = nn.Sequential(*layers)
+        self.side = int(round(num_positions**0.5))
+        self.convs = None
+        if conv_channels:
+            if self.side * self.side != num_positions:
+                raise ValueError(f"`conv_channels` needs a square grid; `num_positions` is {num_positions}")
+            if conv_channels[-1] != in_channels:
+                raise ValueError(
+                    f"The last of `conv_channels` ({conv_channels[-1]}) must equal `in_channels` ({in_channels})"
+                )
+            convs: list[nn.Module] = []
+            for i, (a, b) in enumerate(zip([in_channels, *conv_channels[:-1]], conv_channels)):
+                convs.append(nn.Conv2d(a, b, 3, padding=1))
+                if i < len(conv_channels) - 1:
+                    convs.append(nn.GELU())
+            self.convs = nn.Sequential(*convs)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (batch, frames, positions, in_channels) → (batch, num_queries, out_dim)."""
@@ -174,7 +197,12 @@ class MLPInputProjector(ModelMixin, ConfigMixin):
         B, T = tokens.shape[:2]
         if T != c.max_frames:  # nearest-frame stretch of a shorter clip
             tokens = tokens[:, (torch.arange(c.max_frames, device=tokens.device) * T) // c.max_frames]
-        x = self.mlp(tokens.to(self.dtype).flatten(2))  # (batch, max_frames, k × out_dim)
+        x = tokens.to(self.dtype)
+        if self.convs is not None:  # (batch × frames, channels, side, side) through the residual conv block
+            grid = x.reshape(-1, self.side, self.side, c.in_channels).permute(0, 3, 1, 2)
+            grid = grid + self.convs(grid)
+            x = grid.permute(0, 2, 3, 1).reshape(x.shape)
+        x = self.mlp(x.flatten(2))  # (batch, max_frames, k × out_dim)
         return x.reshape(B, c.num_queries, c.out_dim)
 
 
@@ -253,6 +281,8 @@ def build_input_projector(type: str = "resampler", **cfg) -> InputProjector | ML
     resampler's and is ignored).
     """
     if type == "resampler":
+        if cfg.pop("conv_channels", None):
+            raise ValueError("`conv_channels` is an option of the \"mlp\" input projector, not the resampler")
         return InputProjector(**cfg)
     if type == "mlp":
         cfg.pop("num_heads", None)

@@ -10,7 +10,8 @@ kernels = "off"        # top-level: "auto" | "torch" | "triton" patches every co
 [signal_tokens]        # K per output modality: image = 4, video = 4, audio = 4
 [backbone]             # type = "llama" (sizes) | "pretrained" (name_or_path)
 [encoders]             # type = "generator_vae"
-[projectors.input]     # type = "resampler" | "mlp", num_queries, hidden_size, num_layers, num_heads (resampler)
+[projectors.input]     # type = "resampler" | "mlp", num_queries, hidden_size, num_layers, num_heads (resampler),
+                       #   conv_channels (mlp)
 [projectors.output]    # type = "transformer", hidden_size, num_layers, num_heads
 [components.image_generator]   # type = "diffusers" (path) | "stable_diffusion" (name_or_path)
 [components.video_generator]   # type = "diffusers" (path) | "animatediff" (motion_adapter, on the image generator)
@@ -32,7 +33,9 @@ from ..models.tokenizer import MODALITIES, signal_groups
 from ..world import spec
 from .pipeline_anygen import AnyGenPipeline, _conditioning_shape, encode_caption
 
-INPUT_PROJECTOR_DEFAULTS = dict(type="resampler", num_queries=8, hidden_size=128, num_layers=2, num_heads=4, dropout=0.0)
+INPUT_PROJECTOR_DEFAULTS = dict(
+    type="resampler", num_queries=8, hidden_size=128, num_layers=2, num_heads=4, dropout=0.0, conv_channels=[]
+)
 OUTPUT_PROJECTOR_DEFAULTS = dict(type="transformer", hidden_size=128, num_layers=2, num_heads=4, dropout=0.0)
 PIPELINE_DEFAULTS = dict(num_frames=spec.NUM_FRAMES, fps=spec.FPS, max_new_tokens=96)
 
