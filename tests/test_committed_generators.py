@@ -11,6 +11,9 @@ from diffusers import DiffusionPipeline
 
 from anygen.eval.judges import judge_audio, judge_image, judge_video
 from anygen.eval.metrics import judged_matches
+from anygen.training.common import to_uint8
+from anygen.world.datasets import to_pixels
+from anygen.world.render import render_image
 from anygen.world.scenes import sample_clip, sample_scene, sample_sound
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "anygen-tiny"
@@ -32,12 +35,26 @@ def test_image_generator_draws_its_captions():
     pipe = _load("image")
     assert type(pipe).__name__ == "StableDiffusionPipeline"
     rng = random.Random(0)
-    scenes = [sample_scene(rng, "val", n_objects=1) for _ in range(N)]
+    scenes = [sample_scene(rng, "val", n_objects=1) for _ in range(32)]
     out = pipe([s.caption() for s in scenes], num_inference_steps=20, guidance_scale=GUIDANCE, height=64, width=64,
                output_type="np", generator=torch.Generator().manual_seed(0))
     images = (out.images * 255).round().astype("uint8")
-    assert images.shape == (N, 64, 64, 3)
-    assert _judged_ok(judge_image, images, scenes) >= N - 1
+    assert images.shape == (32, 64, 64, 3)
+    # 30 of these 32 (96 % of 128 one-object captions in benchmarks/generator_quality.py); the previous generator
+    # drew 27 (82 % of 128)
+    assert _judged_ok(judge_image, images, scenes) >= 29
+
+
+@torch.no_grad()
+def test_image_vae_round_trip_keeps_every_attribute():
+    vae = _load("image").vae
+    rng = random.Random(1)
+    scenes = [sample_scene(rng, "val") for _ in range(32)]
+    x = torch.stack([to_pixels(render_image(s)) for s in scenes])
+    y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    images = to_uint8(y)
+    # 100 % of 128 in generator_quality.py; the decoder before the background hinge left tints on ~5 % (~2 of 32)
+    assert _judged_ok(judge_image, images, scenes) >= 31
 
 
 def test_video_generator_loads_and_animates():
