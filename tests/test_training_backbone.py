@@ -28,6 +28,7 @@ from anygen.training.backbone import (
     assistant_token_mask,
     backbone_mode,
     build_system,
+    dialogue_stream,
     initial_pipeline,
     make_optimizer,
     noise_user_tokens,
@@ -202,6 +203,16 @@ def test_align_out_target_is_the_generators_caption_conditioning(pipe):
         assert got == {tuple(t.flatten().tolist()) for t in want}
         # ... and the positions the projector reads are exactly that group's K signal tokens.
         assert (batch["input_ids"][g["rows"], g["cols"]] == torch.tensor(pipe.signal_groups[m])).all()
+
+
+def test_stage_two_object_prob_reaches_the_training_dialogues(recipe):
+    def two_shape_share(two_object_prob):
+        cfg = {**stage_config(recipe, "align-in"), "tasks": ["i2t"], "batch_size": 16, "two_object_prob": two_object_prob}
+        scenes = [m for d in dialogue_stream(recipe, "align-in", cfg, steps=4)(1) for m in d.messages[0].media]
+        return sum(len(s.objects) == 2 for s in scenes) / len(scenes)
+
+    assert stage_config(recipe, "align-in")["two_object_prob"] is None  # default: the world's 0.3
+    assert two_shape_share(1.0) == 1.0 and two_shape_share(0.0) == 0.0
 
 
 def test_packed_rows_equal_one_row_per_dialogue(pipe, recipe):

@@ -245,6 +245,22 @@ def test_dialogue_dataset_is_deterministic_and_mixes_tasks():
         a[64]
     assert len(collate([a[0], a[1]])) == 2
 
+def test_dialogue_dataset_two_object_prob_sets_the_share_of_two_shape_scenes():
+    def shapes(ds):
+        return [len(m.objects) for i in range(len(ds)) for msg in ds[i].messages for m in msg.media if m.modality == "image"]
+
+    default = DialogueDataset("train", 200, seed=1, tasks=["i2t", "t2i"])
+    assert 0.15 < shapes(default).count(2) / 200 < 0.45  # the world's 0.3
+    assert [d.to_chat() for d in default] == [d.to_chat() for d in DialogueDataset("train", 200, seed=1, tasks=["i2t", "t2i"],
+                                                                                     two_object_prob=None)]
+    assert set(shapes(DialogueDataset("train", 100, seed=1, tasks=["i2t", "t2i"], two_object_prob=1.0))) == {2}
+    assert set(shapes(DialogueDataset("train", 100, seed=1, tasks=["i2t", "t2i"], two_object_prob=0.0))) == {1}
+    edits = DialogueDataset("train", 50, seed=1, tasks=["edit"], two_object_prob=1.0)
+    assert set(shapes(edits)) == {1}  # edits start from one shape whatever the knob says
+    with pytest.raises(ValueError, match="two_object_prob"):
+        DialogueDataset("train", 10, two_object_prob=1.5)
+
+
 
 def test_caption_datasets_shapes_ranges_and_determinism():
     img = ImageCaptionDataset("train", 16, seed=1)

@@ -75,6 +75,7 @@ COMMON_DEFAULTS = dict(
     warmup=100,
     weight_decay=0.0,
     task_weights=None,          # {task: weight}; default anygen.world.DEFAULT_TASK_WEIGHTS
+    two_object_prob=None,       # share of two-shape scenes in t2i/i2t training dialogues; None: the world's 0.3
     dialogues=0,                # distinct training dialogues, cycled in seeded epochs; 0 = a fresh one every time
     backbone="auto",
     lora_r=16,
@@ -570,7 +571,8 @@ def dialogue_stream(recipe: Recipe, stage: str, cfg: dict, steps: int):
     bs = cfg["batch_size"]
     weights = cfg["task_weights"] or DEFAULT_TASK_WEIGHTS
     pool = cfg["dialogues"] or steps * bs
-    ds = DialogueDataset("train", size=pool, seed=recipe.seed + _SALT[stage], tasks=cfg["tasks"], task_weights=weights)
+    ds = DialogueDataset("train", size=pool, seed=recipe.seed + _SALT[stage], tasks=cfg["tasks"], task_weights=weights,
+                         two_object_prob=cfg["two_object_prob"])
     perms: dict[int, torch.Tensor] = {}
 
     def index(e: int) -> int:

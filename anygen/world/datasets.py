@@ -88,6 +88,8 @@ class DialogueDataset(_WorldDataset):
         tasks: tasks to draw from (default: every task, or :data:`HELDOUT_TASKS` for ``"heldout"``).
         task_weights: relative weights, a mapping task → weight or a sequence aligned with
             ``tasks`` (default :data:`DEFAULT_TASK_WEIGHTS`).
+        two_object_prob: share of two-shape scenes in text → image and image → text dialogues
+            (default ``None``: the world's 0.3; see :func:`~anygen.world.make_dialogue`).
     """
 
     def __init__(
@@ -97,8 +99,12 @@ class DialogueDataset(_WorldDataset):
         seed: int = 0,
         tasks: Sequence[str] | None = None,
         task_weights: Mapping[str, float] | Sequence[float] | None = None,
+        two_object_prob: float | None = None,
     ):
         super().__init__(split, size, seed)
+        if two_object_prob is not None and not 0.0 <= two_object_prob <= 1.0:
+            raise ValueError(f"`two_object_prob` must be in [0, 1] or None, got {two_object_prob}")
+        self.two_object_prob = two_object_prob
         tasks = tuple(tasks) if tasks is not None else (HELDOUT_TASKS if split == "heldout" else TASKS)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
@@ -120,7 +126,7 @@ class DialogueDataset(_WorldDataset):
     def __getitem__(self, index: int) -> Dialogue:
         rng = self._rng(index)
         task = rng.choices(self.tasks, weights=self.task_weights)[0]
-        return make_dialogue(task, rng, self.split)
+        return make_dialogue(task, rng, self.split, self.two_object_prob)
 
 
 class ImageCaptionDataset(_WorldDataset):

@@ -139,6 +139,7 @@ def _has_heldout(x: Medium) -> bool:
 class _Ctx:
     rng: random.Random
     split: str
+    two_object_prob: float | None = None  # None: the world's own mix (sample_scene)
 
     @property
     def tsplit(self) -> str:
@@ -157,6 +158,12 @@ class _Ctx:
         if self.heldout or not options or self.rng.random() >= OMIT_PROB:
             return ()
         return tuple(self.rng.sample(options, self.rng.randint(1, len(options))))
+
+    def sample(self, modality: str) -> Medium:
+        """A fresh medium of ``modality``; scenes have two shapes with probability ``two_object_prob`` if set."""
+        if modality == "image" and self.two_object_prob is not None:
+            return sample_scene(self.rng, self.split, n_objects=2 if self.rng.random() < self.two_object_prob else 1)
+        return _sample(modality, self.rng, self.split)
 
     def pick(self, family: str, **kw) -> text.Frame:
         return text.pick(family, self.rng, self.tsplit, **kw)
@@ -210,14 +217,14 @@ def _it(ctx: _Ctx, x: Medium, attached: bool = False) -> str:
 
 def _generate(ctx: _Ctx, modality: str, medium: Medium | None = None) -> tuple[list[Message], Medium]:
     """Text → medium: a request and its "<caption>. <marker>" reply."""
-    x = medium or _sample(modality, ctx.rng, ctx.split)
+    x = medium or ctx.sample(modality)
     req = text.request(x, ctx.rng, ctx.tsplit, omit=ctx.omit(_omittable(x)))
     return [ctx.user(req), Message("assistant", text.reply_outputs([x], ctx.rng), [x])], x
 
 
 def _describe(ctx: _Ctx, modality: str, medium: Medium | None = None) -> tuple[list[Message], Medium]:
     """Medium → text: an attached medium, a question, a reply naming every attribute."""
-    x = medium or _sample(modality, ctx.rng, ctx.split)
+    x = medium or ctx.sample(modality)
     exclude = ("single",) if isinstance(x, Scene) and len(x.objects) == 2 else ()
     frame = ctx.pick(f"describe_{modality}", exclude_kinds=exclude)
     q = text.fill(frame.text, m=ctx.rng.choice(text.MEDIA_NOUN[modality]))
@@ -462,7 +469,7 @@ _GENERATORS = {
 }
 
 
-def make_dialogue(task: str, rng: random.Random, split: str) -> Dialogue:
+def make_dialogue(task: str, rng: random.Random, split: str, two_object_prob: float | None = None) -> Dialogue:
     """Generate one dialogue of ``task``.
 
     Args:
@@ -472,6 +479,9 @@ def make_dialogue(task: str, rng: random.Random, split: str) -> Dialogue:
             split; ``"train"`` uses the train template frames, the others the eval frames.
             ``"heldout"`` dialogues always involve a held-out (colour, shape) pair and exist
             only for :data:`HELDOUT_TASKS`.
+        two_object_prob: probability that a scene the request draws or the user attaches (text → image,
+            image → text) has two shapes; ``None`` keeps the world's mix (0.3). A training knob: more
+            two-shape scenes to read, the same dialogues otherwise. Edits always start from one shape.
 
     Returns:
         A :class:`Dialogue` that passes :meth:`Dialogue.validate`.
@@ -485,4 +495,6 @@ def make_dialogue(task: str, rng: random.Random, split: str) -> Dialogue:
             f"Task {task!r} cannot involve a held-out (colour, shape) pair; use split 'train' or 'val', "
             f"or one of {HELDOUT_TASKS} for 'heldout'"
         )
-    return Dialogue(task, _GENERATORS[task](_Ctx(rng, split)))
+    if two_object_prob is not None and not 0.0 <= two_object_prob <= 1.0:
+        raise ValueError(f"`two_object_prob` must be in [0, 1] or None, got {two_object_prob}")
+    return Dialogue(task, _GENERATORS[task](_Ctx(rng, split, two_object_prob)))
