@@ -118,3 +118,14 @@ def test_prompt_lookup_keeps_the_greedy_reply():
     plain = [pipe(r, num_inference_steps=1, seed=0).text for r in requests]
     assert fast == plain
     assert "[IMG]" in fast[0]
+
+
+def test_committed_system_describes_attached_media():
+    # The input side end to end: attached image, video and sound -> a reply naming every attribute (val phrasings).
+    from anygen import AnyGenPipeline
+    from anygen.eval.evaluation import evaluate
+
+    result = evaluate(AnyGenPipeline.from_pretrained(), n=20, tasks=["i2t", "v2t", "a2t"], progress=False)
+    m = result["metrics"]
+    assert m["routing"] >= 0.95, [it["reply"] for it in result["items"] if not it["routing"]]  # 60 replies
+    assert m["i2t"] >= 0.8 and m["v2t"] >= 0.85 and m["a2t"] >= 0.95, m
