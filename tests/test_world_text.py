@@ -245,6 +245,7 @@ def test_dialogue_dataset_is_deterministic_and_mixes_tasks():
         a[64]
     assert len(collate([a[0], a[1]])) == 2
 
+
 def test_dialogue_dataset_two_object_prob_sets_the_share_of_two_shape_scenes():
     def shapes(ds):
         return [len(m.objects) for i in range(len(ds)) for msg in ds[i].messages for m in msg.media if m.modality == "image"]
@@ -259,7 +260,6 @@ def test_dialogue_dataset_two_object_prob_sets_the_share_of_two_shape_scenes():
     assert set(shapes(edits)) == {1}  # edits start from one shape whatever the knob says
     with pytest.raises(ValueError, match="two_object_prob"):
         DialogueDataset("train", 10, two_object_prob=1.5)
-
 
 
 def test_caption_datasets_shapes_ranges_and_determinism():

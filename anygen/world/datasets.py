@@ -21,7 +21,7 @@ from . import spec
 from .dialogue import HELDOUT_TASKS, TASKS, Dialogue, make_dialogue
 from .mel import log_mel
 from .render import render_audio, render_image, render_video
-from .scenes import SPLITS, sample_clip, sample_scene, sample_sound
+from .scenes import SPLITS, check_two_object_prob, sample_clip, sample_scene, sample_sound
 
 DEFAULT_TASK_WEIGHTS: dict[str, float] = {
     "t2i": 2.0,
@@ -102,8 +102,7 @@ class DialogueDataset(_WorldDataset):
         two_object_prob: float | None = None,
     ):
         super().__init__(split, size, seed)
-        if two_object_prob is not None and not 0.0 <= two_object_prob <= 1.0:
-            raise ValueError(f"`two_object_prob` must be in [0, 1] or None, got {two_object_prob}")
+        check_two_object_prob(two_object_prob)
         self.two_object_prob = two_object_prob
         tasks = tuple(tasks) if tasks is not None else (HELDOUT_TASKS if split == "heldout" else TASKS)
         unknown = [t for t in tasks if t not in TASKS]

@@ -22,7 +22,18 @@ import re
 from dataclasses import dataclass, field
 
 from . import spec, text
-from .scenes import SPLITS, Clip, Scene, Sound, is_heldout, sample_clip, sample_scene, sample_shape, sample_sound
+from .scenes import (
+    SPLITS,
+    Clip,
+    Scene,
+    Sound,
+    check_two_object_prob,
+    is_heldout,
+    sample_clip,
+    sample_scene,
+    sample_shape,
+    sample_sound,
+)
 from .text import MARKERS, PLACEHOLDERS
 
 TASKS: tuple[str, ...] = ("t2i", "t2v", "t2a", "i2t", "v2t", "a2t", "edit", "i2v", "multi", "chat", "multiturn")
@@ -139,7 +150,7 @@ def _has_heldout(x: Medium) -> bool:
 class _Ctx:
     rng: random.Random
     split: str
-    two_object_prob: float | None = None  # None: the world's own mix (sample_scene)
+    two_object_prob: float | None = None  # scenes drawn by t2i/i2t turns (sample_scene; None: the world's mix)
 
     @property
     def tsplit(self) -> str:
@@ -158,12 +169,6 @@ class _Ctx:
         if self.heldout or not options or self.rng.random() >= OMIT_PROB:
             return ()
         return tuple(self.rng.sample(options, self.rng.randint(1, len(options))))
-
-    def sample(self, modality: str) -> Medium:
-        """A fresh medium of ``modality``; scenes have two shapes with probability ``two_object_prob`` if set."""
-        if modality == "image" and self.two_object_prob is not None:
-            return sample_scene(self.rng, self.split, n_objects=2 if self.rng.random() < self.two_object_prob else 1)
-        return _sample(modality, self.rng, self.split)
 
     def pick(self, family: str, **kw) -> text.Frame:
         return text.pick(family, self.rng, self.tsplit, **kw)
@@ -185,9 +190,11 @@ class _Ctx:
         return Message("user", content, media)
 
 
-def _sample(modality: str, rng: random.Random, split: str, n_objects: int | None = None) -> Medium:
+def _sample(
+    modality: str, rng: random.Random, split: str, n_objects: int | None = None, two_object_prob: float | None = None
+) -> Medium:
     if modality == "image":
-        return sample_scene(rng, split, n_objects)
+        return sample_scene(rng, split, n_objects, two_object_prob)
     if modality == "video":
         return sample_clip(rng, split)
     return sample_sound(rng, split)
@@ -217,14 +224,14 @@ def _it(ctx: _Ctx, x: Medium, attached: bool = False) -> str:
 
 def _generate(ctx: _Ctx, modality: str, medium: Medium | None = None) -> tuple[list[Message], Medium]:
     """Text → medium: a request and its "<caption>. <marker>" reply."""
-    x = medium or ctx.sample(modality)
+    x = medium or _sample(modality, ctx.rng, ctx.split, two_object_prob=ctx.two_object_prob)
     req = text.request(x, ctx.rng, ctx.tsplit, omit=ctx.omit(_omittable(x)))
     return [ctx.user(req), Message("assistant", text.reply_outputs([x], ctx.rng), [x])], x
 
 
 def _describe(ctx: _Ctx, modality: str, medium: Medium | None = None) -> tuple[list[Message], Medium]:
     """Medium → text: an attached medium, a question, a reply naming every attribute."""
-    x = medium or ctx.sample(modality)
+    x = medium or _sample(modality, ctx.rng, ctx.split, two_object_prob=ctx.two_object_prob)
     exclude = ("single",) if isinstance(x, Scene) and len(x.objects) == 2 else ()
     frame = ctx.pick(f"describe_{modality}", exclude_kinds=exclude)
     q = text.fill(frame.text, m=ctx.rng.choice(text.MEDIA_NOUN[modality]))
@@ -480,8 +487,8 @@ def make_dialogue(task: str, rng: random.Random, split: str, two_object_prob: fl
             ``"heldout"`` dialogues always involve a held-out (colour, shape) pair and exist
             only for :data:`HELDOUT_TASKS`.
         two_object_prob: probability that a scene the request draws or the user attaches (text → image,
-            image → text) has two shapes; ``None`` keeps the world's mix (0.3). A training knob: more
-            two-shape scenes to read, the same dialogues otherwise. Edits always start from one shape.
+            image → text) has two shapes; ``None`` keeps the world's mix (``TWO_OBJECT_PROB``, 0.3). A training
+            knob: more two-shape scenes to read, the same dialogues otherwise. Edits always start from one shape.
 
     Returns:
         A :class:`Dialogue` that passes :meth:`Dialogue.validate`.
@@ -495,6 +502,5 @@ def make_dialogue(task: str, rng: random.Random, split: str, two_object_prob: fl
             f"Task {task!r} cannot involve a held-out (colour, shape) pair; use split 'train' or 'val', "
             f"or one of {HELDOUT_TASKS} for 'heldout'"
         )
-    if two_object_prob is not None and not 0.0 <= two_object_prob <= 1.0:
-        raise ValueError(f"`two_object_prob` must be in [0, 1] or None, got {two_object_prob}")
+    check_two_object_prob(two_object_prob)
     return Dialogue(task, _GENERATORS[task](_Ctx(rng, split, two_object_prob)))

@@ -193,11 +193,24 @@ def sample_shape(rng: random.Random, split: str = "train", **fixed) -> Shape:
     return Shape(color, shape, size, pos, jitter)
 
 
-def sample_scene(rng: random.Random, split: str = "train", n_objects: int | None = None) -> Scene:
-    """A random scene of ``split`` (one shape with probability 0.7 unless ``n_objects`` is given)."""
+TWO_OBJECT_PROB = 0.3  # WORLD.md: a scene has one shape with probability 0.7
+
+
+def check_two_object_prob(two_object_prob: float | None) -> None:
+    if two_object_prob is not None and not 0.0 <= two_object_prob <= 1.0:
+        raise ValueError(f"`two_object_prob` must be in [0, 1] or None, got {two_object_prob}")
+
+
+def sample_scene(
+    rng: random.Random, split: str = "train", n_objects: int | None = None, two_object_prob: float | None = None
+) -> Scene:
+    """A random scene of ``split``: ``n_objects`` shapes if given, else two with probability ``two_object_prob``
+    (``None``: the world's :data:`TWO_OBJECT_PROB`; a training knob, see :func:`~anygen.world.make_dialogue`)."""
     _check_split(split)
+    check_two_object_prob(two_object_prob)
     bg = rng.choice(list(spec.BACKGROUNDS))
-    n = n_objects or (1 if rng.random() < 0.7 else 2)
+    p = TWO_OBJECT_PROB if two_object_prob is None else two_object_prob
+    n = n_objects or (1 if rng.random() < 1.0 - p else 2)
     if n == 1:
         return Scene(bg, (sample_shape(rng, split),))
     # Two small shapes on neighbouring cells; in the held-out split at least the first drawn is held out.
