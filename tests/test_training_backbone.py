@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 from anygen import AnyGenPipeline
 from anygen.errors import AnyGenInputError
+from anygen.eval.evaluation import medium_for_pipeline
+from anygen.models import encoders
 from anygen.models.tokenizer import expand_signal_markers, signal_groups
 from anygen.pipelines.pipeline_anygen import encode_caption
 from anygen.testing import ScriptedReply, tiny_audio_generator, tiny_image_generator, tiny_video_generator
@@ -203,6 +205,23 @@ def test_align_out_target_is_the_generators_caption_conditioning(pipe):
         assert got == {tuple(t.flatten().tolist()) for t in want}
         # ... and the positions the projector reads are exactly that group's K signal tokens.
         assert (batch["input_ids"][g["rows"], g["cols"]] == torch.tensor(pipe.signal_groups[m])).all()
+
+
+def test_a_steps_media_encode_in_one_batch_as_each_alone(pipe):
+    ds = dialogues(["i2t", "edit", "v2t", "i2v", "a2t", "a2t", "multiturn", "v2t"], seed=3)
+    batcher = DialogueBatcher(pipe, pack_length=128)
+    alone = {"image": lambda vae, x: encoders.encode_images(vae, [x])[0],
+             "video": lambda vae, x: encoders.encode_video(vae, x)[0],
+             "audio": lambda vae, x: encoders.encode_audio(vae, x)[0]}
+    for m in ("image", "video", "audio"):
+        media = [x for d in ds for x in d.inputs() if x.modality == m]
+        assert len(media) >= 2
+        got = batcher.media_tokens(media)
+        vae = pipe._encoder_vae(m)
+        for x, tokens in zip(media, got):
+            torch.testing.assert_close(tokens, alone[m](vae, medium_for_pipeline(x)), rtol=1e-4, atol=1e-4)
+        again = batcher.media_tokens(media[::-1])  # cached: the very tensors, in the order asked
+        assert all(a is b for a, b in zip(again, got[::-1]))
 
 
 def test_stage_two_object_prob_reaches_the_training_dialogues(recipe):

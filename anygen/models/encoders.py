@@ -66,8 +66,14 @@ def encode_video(vae: AutoencoderKL, frames: list[Image.Image]) -> torch.Tensor:
 @torch.no_grad()
 def encode_audio(vae: AutoencoderKL, audio: np.ndarray) -> torch.Tensor:
     """One 16 kHz float32 waveform (≤ 1 s) → tokens (1, 1, positions, channels) of its log-mel."""
+    return encode_audios(vae, [audio])
+
+
+@torch.no_grad()
+def encode_audios(vae: AutoencoderKL, audios: list[np.ndarray]) -> torch.Tensor:
+    """16 kHz float32 waveforms (≤ 1 s each) → tokens (n, 1, positions, channels) of their log-mels, one VAE call."""
     from ..training.generators import mel_to_vae_input
     from ..world.mel import log_mel
 
-    x = mel_to_vae_input(log_mel(audio)).unsqueeze(0)  # (1, 1, frames, mels)
+    x = torch.stack([mel_to_vae_input(log_mel(a)) for a in audios])  # (n, 1, frames, mels)
     return _latent_tokens(vae, x).unsqueeze(1)

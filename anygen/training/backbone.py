@@ -209,29 +209,36 @@ class DialogueBatcher:
             cache[key] = value
         return value
 
-    def media_tokens(self, medium) -> torch.Tensor:
-        """Frozen-VAE tokens of one medium, (T, P, C), as :meth:`AnyGenPipeline.encode_media` computes them."""
-        key = repr(medium)  # repr, not hash: jitter does not take part in scene equality but moves pixels
-        if key in self._media:
-            return self._media[key]
-        m = medium.modality
-        vae = self.pipe._encoder_vae(m)
-        x = medium_for_pipeline(medium)
-        if m == "image":
-            tokens = encoders.encode_images(vae, [x])[0]  # (1, P, C)
-        elif m == "video":
-            tokens = encoders.encode_video(vae, x)[0]  # (T, P, C)
-        else:
-            tokens = encoders.encode_audio(vae, x)[0]  # (1, P, C)
-        return self._remember(self._media, key, tokens.float().cpu())
+    def media_tokens(self, media: list) -> list[torch.Tensor]:
+        """Frozen-VAE tokens of media of one modality, each (T, P, C), as :meth:`AnyGenPipeline.encode_media`
+        computes them. The uncached ones go through the VAE in one batch (a video's frames alongside), since
+        with fresh dialogues every step brings new media and a VAE call per medium costs mostly overhead."""
+        keys = [repr(x) for x in media]  # repr, not hash: jitter does not take part in scene equality but moves pixels
+        new = {k: x for k, x in zip(keys, media) if k not in self._media}
+        found = {}
+        if new:
+            m = next(iter(new.values())).modality
+            vae = self.pipe._encoder_vae(m)
+            xs = [medium_for_pipeline(x) for x in new.values()]
+            if m == "image":
+                tokens = list(encoders.encode_images(vae, xs))  # each (1, P, C)
+            elif m == "video":
+                frames = encoders.encode_images(vae, [f for clip in xs for f in clip])[:, 0]  # (sum T, P, C)
+                tokens = list(frames.split([len(clip) for clip in xs]))  # each (T, P, C)
+            else:
+                tokens = list(encoders.encode_audios(vae, xs))  # each (1, P, C)
+            found = {k: self._remember(self._media, k, t.float().cpu()) for k, t in zip(new, tokens)}
+        return [self._media[k] if k in self._media else found[k] for k in keys]
 
-    def caption_target(self, modality: str, caption: str) -> torch.Tensor:
-        """The generator's conditioning of ``caption``, (Lc, Dc): the output projector's regression target."""
-        key = (modality, caption)
-        if key not in self._targets:
-            target = self._encode_caption(self.pipe.generator(modality), [caption])[0].float().cpu()
-            return self._remember(self._targets, key, target)
-        return self._targets[key]
+    def caption_targets(self, modality: str, captions: list[str]) -> list[torch.Tensor]:
+        """The generator's conditioning of each caption, (Lc, Dc): the output projector's regression targets
+        (the uncached ones through the text encoder in one batch)."""
+        new = list(dict.fromkeys(c for c in captions if (modality, c) not in self._targets))
+        found = {}
+        if new:
+            targets = self._encode_caption(self.pipe.generator(modality), new).float().cpu()
+            found = {c: self._remember(self._targets, (modality, c), t) for c, t in zip(new, targets)}
+        return [self._targets[(modality, c)] if (modality, c) in self._targets else found[c] for c in captions]
 
     # ------------------------------------------------------------------ one dialogue
 
@@ -333,7 +340,7 @@ class DialogueBatcher:
         for m, entries in media.items():
             if not entries:
                 continue
-            tokens = torch.stack([self.media_tokens(x) for *_, x in entries])  # (n, T, P, C)
+            tokens = torch.stack(self.media_tokens([x for *_, x in entries]))  # (n, T, P, C)
             rows_ = torch.tensor([r for r, _, w, _ in entries for _ in range(w)])
             cols = torch.tensor([s + j for _, s, w, _ in entries for j in range(w)])
             batch["media"][m] = dict(tokens=tokens, rows=rows_, cols=cols)  # rows/cols: (n × N,) in medium order
@@ -343,7 +350,7 @@ class DialogueBatcher:
             k = self.k[m]
             rows_ = torch.tensor([[r] * k for r, _, _ in entries])  # (n, K)
             cols = torch.tensor([[s + j for j in range(k)] for _, s, _ in entries])
-            target = torch.stack([self.caption_target(m, x.caption()) for *_, x in entries])  # (n, Lc, Dc)
+            target = torch.stack(self.caption_targets(m, [x.caption() for *_, x in entries]))  # (n, Lc, Dc)
             batch["groups"][m] = dict(rows=rows_, cols=cols, target=target)
         return _to(batch, self.device)
 
