@@ -222,6 +222,8 @@ def test_a_steps_media_encode_in_one_batch_as_each_alone(pipe):
             torch.testing.assert_close(tokens, alone[m](vae, medium_for_pipeline(x)), rtol=1e-4, atol=1e-4)
         again = batcher.media_tokens(media[::-1])  # cached: the very tensors, in the order asked
         assert all(a is b for a, b in zip(again, got[::-1]))
+    with pytest.raises(ValueError, match="one modality"):
+        batcher.media_tokens([x for d in ds[:3] for x in d.inputs()])  # an image and a video
 
 
 def test_stage_two_object_prob_reaches_the_training_dialogues(recipe):

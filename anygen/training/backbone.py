@@ -213,6 +213,8 @@ class DialogueBatcher:
         """Frozen-VAE tokens of media of one modality, each (T, P, C), as :meth:`AnyGenPipeline.encode_media`
         computes them. The uncached ones go through the VAE in one batch (a video's frames alongside), since
         with fresh dialogues every step brings new media and a VAE call per medium costs mostly overhead."""
+        if len({x.modality for x in media}) > 1:
+            raise ValueError(f"`media` must be of one modality, got {sorted({x.modality for x in media})}")
         keys = [repr(x) for x in media]  # repr, not hash: jitter does not take part in scene equality but moves pixels
         new = {k: x for k, x in zip(keys, media) if k not in self._media}
         found = {}
