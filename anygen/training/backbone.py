@@ -209,38 +209,42 @@ class DialogueBatcher:
             cache[key] = value
         return value
 
+    def _cached(self, cache: dict, keys: list, encode) -> list[torch.Tensor]:
+        """``cache[key]`` for each key; the missing keys (each once) computed together by ``encode(missing)``."""
+        found = {k: cache[k] for k in keys if k in cache}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            found.update({k: self._remember(cache, k, v.float().cpu()) for k, v in zip(missing, encode(missing))})
+        return [found[k] for k in keys]
+
     def media_tokens(self, media: list) -> list[torch.Tensor]:
         """Frozen-VAE tokens of media of one modality, each (T, P, C), as :meth:`AnyGenPipeline.encode_media`
         computes them. The uncached ones go through the VAE in one batch (a video's frames alongside), since
         with fresh dialogues every step brings new media and a VAE call per medium costs mostly overhead."""
-        if len({x.modality for x in media}) > 1:
-            raise ValueError(f"`media` must be of one modality, got {sorted({x.modality for x in media})}")
-        keys = [repr(x) for x in media]  # repr, not hash: jitter does not take part in scene equality but moves pixels
-        new = {k: x for k, x in zip(keys, media) if k not in self._media}
-        found = {}
-        if new:
-            m = next(iter(new.values())).modality
+        modalities = {x.modality for x in media}
+        if len(modalities) > 1:
+            raise ValueError(f"`media` must be of one modality, got {sorted(modalities)}")
+        by_key = {repr(x): x for x in media}  # repr, not hash: jitter does not take part in scene equality but moves pixels
+
+        def encode(keys: list[str]) -> list[torch.Tensor]:
+            m = by_key[keys[0]].modality
             vae = self.pipe._encoder_vae(m)
-            xs = [medium_for_pipeline(x) for x in new.values()]
+            xs = [medium_for_pipeline(by_key[k]) for k in keys]
             if m == "image":
-                tokens = list(encoders.encode_images(vae, xs))  # each (1, P, C)
-            elif m == "video":
+                return list(encoders.encode_images(vae, xs))  # each (1, P, C)
+            if m == "video":
                 frames = encoders.encode_images(vae, [f for clip in xs for f in clip])[:, 0]  # (sum T, P, C)
-                tokens = list(frames.split([len(clip) for clip in xs]))  # each (T, P, C)
-            else:
-                tokens = list(encoders.encode_audios(vae, xs))  # each (1, P, C)
-            found = {k: self._remember(self._media, k, t.float().cpu()) for k, t in zip(new, tokens)}
-        return [self._media[k] if k in self._media else found[k] for k in keys]
+                return list(frames.split([len(clip) for clip in xs]))  # each (T, P, C)
+            return list(encoders.encode_audios(vae, xs))  # each (1, P, C)
+
+        return self._cached(self._media, [repr(x) for x in media], encode)
 
     def caption_targets(self, modality: str, captions: list[str]) -> list[torch.Tensor]:
         """The generator's conditioning of each caption, (Lc, Dc): the output projector's regression targets
         (the uncached ones through the text encoder in one batch)."""
-        new = list(dict.fromkeys(c for c in captions if (modality, c) not in self._targets))
-        found = {}
-        if new:
-            targets = self._encode_caption(self.pipe.generator(modality), new).float().cpu()
-            found = {c: self._remember(self._targets, (modality, c), t) for c, t in zip(new, targets)}
-        return [self._targets[(modality, c)] if (modality, c) in self._targets else found[c] for c in captions]
+        generator = self.pipe.generator(modality)
+        return self._cached(self._targets, [(modality, c) for c in captions],
+                            lambda keys: self._encode_caption(generator, [c for _, c in keys]))
 
     # ------------------------------------------------------------------ one dialogue
 
