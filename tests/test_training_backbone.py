@@ -7,6 +7,7 @@ recipe assembles a 32-wide ``LlamaForCausalLM`` around them through the same cod
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import json
 import math
@@ -33,6 +34,7 @@ from anygen.training.backbone import (
     dialogue_stream,
     initial_pipeline,
     make_optimizer,
+    noise_keep_ids,
     noise_user_tokens,
     merged_backbone,
     stage_config,
@@ -190,6 +192,29 @@ def test_user_token_noise_touches_only_ordinary_request_tokens(pipe):
     assert torch.equal(again["input_ids"], noisy["input_ids"])  # a resumed step redraws the same noise
     off = noise_user_tokens(batcher(ds), pipe.tokenizer, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(off["input_ids"], clean["input_ids"])
+
+
+def test_user_token_noise_can_keep_the_attribute_words(pipe, recipe):
+    ds = dialogues(["t2i", "edit", "t2a", "multi"], seed=3)
+    batcher = DialogueBatcher(pipe, pack_length=256)
+    clean = batcher(ds)
+    keep = noise_keep_ids(pipe.tokenizer, "attributes")
+    noisy = noise_user_tokens(batcher(ds), pipe.tokenizer, 1.0, torch.Generator().manual_seed(0), keep)
+    changed = noisy["input_ids"] != clean["input_ids"]
+    kept = torch.isin(clean["input_ids"], torch.tensor(keep))
+    special = torch.isin(clean["input_ids"], torch.tensor(pipe.tokenizer.all_special_ids))
+    request = ~clean["assistant_mask"] & ~special
+    assert (kept & request).sum() > 10 and not changed[kept].any()
+    assert changed[request & ~kept].float().mean() > 0.9  # p = 1: the frame's words all drawn again
+    # What survives of each request still names its shape's colour and shape, as the reply's caption does.
+    user_text = pipe.tokenizer.decode(noisy["input_ids"][request & kept])
+    shapes = [o for d in ds if d.task in ("t2i", "multi") for x in d.outputs() for o in getattr(x, "objects", ())]
+    assert shapes and all(o.color in user_text and o.shape in user_text for o in shapes)
+    assert noise_keep_ids(pipe.tokenizer, "none") == []
+    cfg = copy.deepcopy(recipe.sections)
+    cfg.setdefault("train", {}).setdefault("instruct", {})["user_token_noise_keep"] = "colours"
+    with pytest.raises(AnyGenInputError, match="user_token_noise_keep"):
+        stage_config(dataclasses.replace(recipe, sections=cfg), "instruct")
 
 
 def test_align_out_target_is_the_generators_caption_conditioning(pipe):

@@ -57,7 +57,7 @@ from ..models.tokenizer import MODALITIES, expand_signal_markers
 from ..world import TASKS
 from ..world.datasets import DEFAULT_TASK_WEIGHTS, DialogueDataset
 from ..world.dialogue import Dialogue
-from ..world.text import output_segment
+from ..world.text import attribute_words, output_segment
 from .common import make_accelerator
 from .loop import train
 from .recipe import Recipe, take
@@ -66,6 +66,7 @@ STAGE_SECTIONS = {"align-in": "align_in", "align-out": "align_out", "instruct": 
 PREVIOUS = {"align-out": "align-in", "instruct": "align-out"}
 BACKBONE_MODES = ("auto", "full", "lora", "frozen")
 TRAINABLE = ("input_projectors", "output_projectors")
+NOISE_KEEP = ("none", "attributes")
 
 COMMON_DEFAULTS = dict(
     steps=1000,
@@ -84,6 +85,7 @@ COMMON_DEFAULTS = dict(
     lora_target_modules="all-linear",
     lm_tokens="assistant",      # "assistant": every assistant token; "signal": the signal-group tokens only
     user_token_noise=0.0,       # probability of replacing each ordinary non-assistant token with a random one
+    user_token_noise_keep="none",  # "attributes": never noise the world's attribute words (attribute_words())
     lm_weight=1.0,
     mse_weight=1.0,
     pack_length=256,            # dialogues packed into rows of this many positions (0: one padded row each)
@@ -124,7 +126,16 @@ def stage_config(recipe: Recipe, stage: str) -> dict:
         raise AnyGenInputError(f"{where} train: unknown parts {bad}; known: {list(TRAINABLE)}")
     if bad := [t for t in cfg["tasks"] if t not in TASKS]:
         raise AnyGenInputError(f"{where} tasks: unknown {bad}; known: {list(TASKS)}")
+    if cfg["user_token_noise_keep"] not in NOISE_KEEP:
+        raise AnyGenInputError(
+            f"{where} user_token_noise_keep must be one of {NOISE_KEEP}, got {cfg['user_token_noise_keep']!r}"
+        )
     return cfg
+
+
+def noise_keep_ids(tokenizer, keep: str) -> list[int]:
+    """Token ids that request noise leaves alone: none, or every token of the world's attribute words."""
+    return word_token_ids(tokenizer, sorted(attribute_words())) if keep == "attributes" else []
 
 
 def backbone_mode(recipe: Recipe, stage: str, cfg: dict) -> str:
@@ -361,13 +372,27 @@ class DialogueBatcher:
         return _to(batch, self.device)
 
 
-def noise_user_tokens(batch: dict, tokenizer, p: float, generator: torch.Generator) -> dict:
+def word_token_ids(tokenizer, words) -> list[int]:
+    """The token ids that spell ``words`` as "word", " word", "Word" or " Word" ("(orange)" has no space before
+    the word), but not single characters: every rare word is spelled with those."""
+    ids = set()
+    for w in words:
+        for form in (w, " " + w, w.capitalize(), " " + w.capitalize()):
+            pieces = tokenizer(form, add_special_tokens=False)["input_ids"]
+            ids.update(i for i in pieces if len(tokenizer.convert_ids_to_tokens(i)) > 1)
+    return sorted(ids)
+
+
+def noise_user_tokens(batch: dict, tokenizer, p: float, generator: torch.Generator, keep_ids=()) -> dict:
     """Replace each ordinary token outside the assistant's replies with a random ordinary token, with probability ``p``.
 
     Requests are worded with templates, and those of validation and evaluation are held out of training; a
     backbone trained from scratch then keys its routing on exact template words ("What's depicted in this
     photo?" was answered as an edit). Noising the requests' words, never the special, placeholder or signal
-    tokens and never the replies (the LM targets), makes it read the whole request. In place; returns ``batch``.
+    tokens and never the replies (the LM targets), makes it read the whole request. Tokens in ``keep_ids`` are
+    never noised either: with the attribute words kept (:func:`word_token_ids` of
+    :func:`~anygen.world.text.attribute_words`), a request still names what the reply's caption must say, and
+    only the frame around it is noised. In place; returns ``batch``.
     """
     if p <= 0:
         return batch
@@ -378,6 +403,8 @@ def noise_user_tokens(batch: dict, tokenizer, p: float, generator: torch.Generat
     ordinary = keep.nonzero().squeeze(1)  # vectorised: a full-scale vocabulary has 10^5 ids
     pick = (torch.rand(ids.shape, generator=generator) < p).to(ids.device)
     pick &= ~batch["assistant_mask"] & ~torch.isin(ids, special)
+    if len(keep_ids):
+        pick &= ~torch.isin(ids, torch.as_tensor(keep_ids, device=ids.device))
     if "attention_mask" in batch:
         pick &= batch["attention_mask"].bool()
     repl = ordinary[torch.randint(len(ordinary), ids.shape, generator=generator).to(ids.device)]
@@ -705,12 +732,13 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
     system, opt, sched = accelerator.prepare(system, opt, sched)
     batcher = DialogueBatcher(pipe, accelerator.device, cfg["media_cache"], cfg["pack_length"])
     dialogues = dialogue_stream(recipe, stage, cfg, steps)
+    keep_ids = noise_keep_ids(pipe.tokenizer, cfg["user_token_noise_keep"])
 
     def loss_fn(step):
         # Each process takes its share of the step's dialogues (all of them on a single process).
         batch = batcher(dialogues(step)[accelerator.process_index :: accelerator.num_processes])
         noise = torch.Generator().manual_seed((recipe.seed * 1_000_003 + step) * 31 + _SALT[stage])
-        out = system(noise_user_tokens(batch, pipe.tokenizer, cfg["user_token_noise"], noise))
+        out = system(noise_user_tokens(batch, pipe.tokenizer, cfg["user_token_noise"], noise, keep_ids))
         loss = cfg["lm_weight"] * out["lm"] + cfg["mse_weight"] * out["mse"]
         logs = {"lm": round(out["lm"].item(), 5), "mse": round(out["mse"].item(), 5), "acc": round(out["token_acc"].item(), 4)}
         return loss, logs

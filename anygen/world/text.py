@@ -192,6 +192,27 @@ MEDIA_NOUN: dict[str, tuple[str, ...]] = {
     "audio": ("sound", "audio", "tone", "noise"),
 }
 
+_FUNCTION_WORDS = frozenset({"a", "the", "to", "from", "toward", "of", "in", "at", "on", "that", "is", "and", "corner",
+                             "edge", "side"})
+_EXTRA_WORDS = ("bigger", "larger", "smaller", "enlarge", "shrink", "grow", "higher", "lower", "deeper", "raise",
+                "reverse", "opposite", "backwards", "beep", "beeps", "rise", "rises", "fall", "falls", "two")
+
+
+def attribute_words() -> frozenset[str]:
+    """Every word that carries an attribute value, or the direction of an edit, in a request.
+
+    Colours, shapes, backgrounds, size, position, motion, pitch, timbre and pattern words as the vocabulary
+    above says them ("top-left" gives "top" and "left"), plus edit comparatives ("bigger", "lower"), pattern verbs
+    ("beeps", "rises") and "two". The words around them ("draw", "please", "the", "corner") are not in it: they
+    are what template frames vary.
+    """
+    phrases = [*spec.COLORS, *spec.SHAPES, *spec.BACKGROUNDS, *spec.MOTIONS, *spec.PITCHES, *spec.PATTERNS]
+    for table in (SIZE_WORDS, POS_BARE, _MOTION_ADV, PITCH_ADJ, TIMBRE_WORDS, PATTERN_ADJ):
+        phrases += [p for values in table.values() for p in values]
+    phrases += ["centre", *_EXTRA_WORDS]
+    words = {w for p in phrases for w in re.split(r"[\s-]+", p)}
+    return frozenset(words - _FUNCTION_WORDS - {""})
+
 
 # ----------------------------------------------------------------------------- template families
 
