@@ -808,10 +808,11 @@ class AnyGenPipeline(DiffusionPipeline):
             encode_caption(g, [m.negative_prompt]) if m.negative_prompt is not None else proj.null_conditioning(1)
             for m in media
         ]
-        dtype = g.unet.dtype
+        # The generator moves and casts the conditioning itself, as it does for a caller of the bare pipeline
+        # (asking a pipeline for its device and dtype walks every module: milliseconds a call on a CPU).
         kw = dict(
-            prompt_embeds=torch.cat([m.prompt_embeds for m in media]).to(g.device, dtype),  # (batch, Lc, Dc)
-            negative_prompt_embeds=torch.cat(negatives).to(g.device, dtype),
+            prompt_embeds=torch.cat([m.prompt_embeds for m in media]),  # (batch, Lc, Dc)
+            negative_prompt_embeds=torch.cat(negatives),
             num_inference_steps=first.num_inference_steps,
             guidance_scale=first.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(m.seed) for m in media],
