@@ -397,14 +397,13 @@ def noise_user_tokens(batch: dict, tokenizer, p: float, generator: torch.Generat
     if p <= 0:
         return batch
     ids = batch["input_ids"]
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=ids.device)
+    special = set(tokenizer.all_special_ids)
     keep = torch.ones(len(tokenizer), dtype=torch.bool, device=ids.device)
-    keep[special] = False
+    keep[sorted(special)] = False
     ordinary = keep.nonzero().squeeze(1)  # vectorised: a full-scale vocabulary has 10^5 ids
+    never = torch.tensor(sorted(special | set(keep_ids)), device=ids.device)  # never noised: special and kept ids
     pick = (torch.rand(ids.shape, generator=generator) < p).to(ids.device)
-    pick &= ~batch["assistant_mask"] & ~torch.isin(ids, special)
-    if len(keep_ids):
-        pick &= ~torch.isin(ids, torch.as_tensor(keep_ids, device=ids.device))
+    pick &= ~batch["assistant_mask"] & ~torch.isin(ids, never)
     if "attention_mask" in batch:
         pick &= batch["attention_mask"].bool()
     repl = ordinary[torch.randint(len(ordinary), ids.shape, generator=generator).to(ids.device)]
