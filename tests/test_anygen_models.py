@@ -8,6 +8,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from anygen.models.backbone import build_backbone, build_llama
 from anygen.models.projectors import (
+    ConvAbstractor,
     InputProjector,
     MLPInputProjector,
     OutputProjector,
@@ -266,6 +267,37 @@ def test_mlp_input_projector_conv_front_is_local_and_shared(tmp_path):
         build_input_projector(type="mlp", in_channels=4, num_positions=12, conv_channels=[4])
     with pytest.raises(ValueError, match="not the resampler"):
         build_input_projector(type="resampler", in_channels=4, num_positions=16, conv_channels=[4])
+
+
+def test_conv_abstractor_keeps_each_cell_in_its_own_embedding(tmp_path):
+    torch.manual_seed(0)
+    proj = build_input_projector(type="conv_abstractor", in_channels=4, num_positions=64, max_frames=1,
+                                 hidden_size=16, num_layers=1, num_heads=2, num_queries=9, out_dim=8).eval()
+    assert isinstance(proj, ConvAbstractor) and proj.grid == 3
+    x = torch.randn(2, 1, 64, 4)
+    y = proj(x)
+    assert y.shape == (2, 9, 8)
+    # Three 3×3 convolutions reach 3 cells: a change at grid cell (0, 0) of the 8×8 latents reaches pooling
+    # windows 0 (rows/columns 0-2) and 1 (2-5), never window 2 (5-7). Only the four top-left embeddings move.
+    x2 = x.clone()
+    x2[:, 0, 0] += 2.0
+    changed = (proj(x2) - y).abs().amax(dim=(0, 2)) > 1e-6
+    assert changed.tolist() == [True, True, False, True, True, False, False, False, False]
+    proj.save_pretrained(tmp_path)
+    torch.testing.assert_close(ConvAbstractor.from_pretrained(tmp_path).eval()(x), y, rtol=0, atol=0)
+    video = build_input_projector(type="conv_abstractor", in_channels=4, num_positions=16, max_frames=2,
+                                  hidden_size=8, num_queries=8, out_dim=8, modality="video").eval()
+    v = torch.randn(1, 2, 16, 4)
+    assert video(v).shape == (1, 8, 8)  # 2 frames × a 2×2 grid, frame by frame
+    assert not torch.allclose(video(v.flip(1)), video(v))  # the frame embedding tells the frames apart
+    with pytest.raises(ValueError, match="times a square"):
+        build_input_projector(type="conv_abstractor", num_queries=8)
+    with pytest.raises(ValueError, match="finer than"):
+        build_input_projector(type="conv_abstractor", num_positions=4, num_queries=9)
+    with pytest.raises(ValueError, match="square grid"):
+        build_input_projector(type="conv_abstractor", num_positions=12, num_queries=1)
+    with pytest.raises(ValueError, match="not the conv_abstractor"):
+        build_input_projector(type="conv_abstractor", conv_channels=[8])
 
 
 def test_backbone_builder(tok):

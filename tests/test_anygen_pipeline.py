@@ -328,6 +328,7 @@ def test_from_pretrained_default_resolves_next_to_the_package(saved, monkeypatch
 def test_recipe_assembles_random_llama_and_stable_diffusion(tmp_path):
     """A tiny random LlamaForCausalLM and StableDiffusionPipeline, built here, through the recipe code path."""
     from anygen.models.backbone import build_llama
+    from anygen.models.projectors import ConvAbstractor
     from anygen.models.text_encoder import build_caption_tokenizer
 
     # "Pretrained" parts as a user would have them on disk: a tokenizer without our tokens, a causal LM, SD.
@@ -344,6 +345,7 @@ def test_recipe_assembles_random_llama_and_stable_diffusion(tmp_path):
         '[signal_tokens]\nimage = 2\n'
         '[backbone]\ntype = "pretrained"\nname_or_path = "lm"\n'
         '[projectors.input]\nnum_queries = 2\nhidden_size = 16\nnum_layers = 1\nnum_heads = 2\n'
+        '[projectors.input.image]\ntype = "conv_abstractor"\nnum_queries = 4\n'
         '[projectors.output]\nhidden_size = 16\nnum_layers = 1\nnum_heads = 2\n'
         '[components.image_generator]\ntype = "diffusers"\npath = "sd"\n'
     )
@@ -352,6 +354,9 @@ def test_recipe_assembles_random_llama_and_stable_diffusion(tmp_path):
     assert pipe.backbone.get_input_embeddings().num_embeddings == len(pipe.tokenizer)  # resized for the new tokens
     proj = pipe.image_output_projector.config
     assert (proj.num_signal_tokens, proj.in_dim, proj.num_queries, proj.out_dim) == (2, 32, 12, 16)  # read, not hard-coded
+    # [projectors.input.image] overrides the shared table for the image projector only
+    inp = pipe.image_input_projector
+    assert isinstance(inp, ConvAbstractor) and (inp.config.num_queries, inp.config.hidden_size) == (4, 16)
     out = pipe("draw a red circle", images=[solid((230, 30, 30))],
                logits_processor=script(pipe, "a red circle. [IMG]"), **FAST)
     assert len(out.images) == 1 and out.images[0].size == (16, 16)
@@ -362,6 +367,9 @@ def test_recipe_assembles_random_llama_and_stable_diffusion(tmp_path):
     assert p2.image_output_projector.config.num_signal_tokens == 4
     with pytest.raises(AnyGenInputError, match="unknown overrides"):
         AnyGenPipeline.from_recipe(recipe, vocoder=None)
+    recipe.write_text(recipe.read_text().replace('num_queries = 4', 'num_querys = 4'))
+    with pytest.raises(AnyGenInputError, match=r"Unknown keys in \[projectors.input.image\]: \['num_querys'\]"):
+        AnyGenPipeline.from_recipe(recipe)
 
 
 def test_shipped_recipes_parse():

@@ -10,8 +10,9 @@ kernels = "off"        # top-level: "auto" | "torch" | "triton" patches every co
 [signal_tokens]        # K per output modality: image = 4, video = 4, audio = 4
 [backbone]             # type = "llama" (sizes) | "pretrained" (name_or_path)
 [encoders]             # type = "generator_vae"
-[projectors.input]     # type = "resampler" | "mlp", num_queries, hidden_size, num_layers, num_heads (resampler),
-                       #   conv_channels (mlp)
+[projectors.input]     # type = "resampler" | "mlp" | "conv_abstractor", num_queries, hidden_size, num_layers,
+                       #   num_heads (resampler), conv_channels (mlp); sub-tables [projectors.input.image]
+                       #   (.video, .audio) override any of these for one modality
 [projectors.output]    # type = "transformer", hidden_size, num_layers, num_heads
 [components.image_generator]   # type = "diffusers" (path) | "stable_diffusion" (name_or_path)
 [components.video_generator]   # type = "diffusers" (path) | "animatediff" (motion_adapter, on the image generator)
@@ -73,7 +74,8 @@ def assemble(
         tokenizer: backbone tokenizer with placeholders and signal groups.
         backbone: a transformers causal LM whose embeddings cover ``len(tokenizer)``.
         image_generator, video_generator, audio_generator: diffusers pipelines (any may be ``None``).
-        input_projector: ``[projectors.input]`` table (see :data:`INPUT_PROJECTOR_DEFAULTS`).
+        input_projector: ``[projectors.input]`` table (see :data:`INPUT_PROJECTOR_DEFAULTS`); a key named
+            after a modality holds a table of overrides for that modality's projector only.
         output_projector: ``[projectors.output]`` table (see :data:`OUTPUT_PROJECTOR_DEFAULTS`).
         encoder_type: modality encoder family (``"generator_vae"``).
         num_frames: frames of generated videos and most frames of attached ones.
@@ -92,7 +94,14 @@ def assemble(
         ```
     """
     check_encoder_type(encoder_type)
-    cfg_in = _take(input_projector, INPUT_PROJECTOR_DEFAULTS, "projectors.input")
+    cfg_in = dict(input_projector or {})
+    overrides = {m: cfg_in.pop(m) for m in MODALITIES if m in cfg_in}
+    base_in = _take(cfg_in, INPUT_PROJECTOR_DEFAULTS, "projectors.input")
+    for m, table in overrides.items():
+        if not isinstance(table, dict):
+            raise AnyGenInputError(f"[projectors.input] {m} must be a table of overrides, got {table!r}")
+        _take(table, INPUT_PROJECTOR_DEFAULTS, f"projectors.input.{m}")  # unknown keys are an error here too
+    cfg_in = {m: {**base_in, **overrides.get(m, {})} for m in MODALITIES}
     cfg_out = _take(output_projector, OUTPUT_PROJECTOR_DEFAULTS, "projectors.output")
     hidden = int(backbone.config.hidden_size)
     if backbone.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -127,7 +136,7 @@ def assemble(
             continue
         size = spec.MEL_FRAMES if m == "audio" else None  # the audio encoder reads the world's 64 × 64 log-mel
         parts[f"{m}_input_projector"] = build_input_projector(
-            **cfg_in, in_channels=int(vae.config.latent_channels), num_positions=vae_grid(vae, size),
+            **cfg_in[m], in_channels=int(vae.config.latent_channels), num_positions=vae_grid(vae, size),
             max_frames=num_frames if m == "video" else 1, out_dim=hidden, modality=m, encoder_type=encoder_type,
         ).eval()
     # Inference-ready: train and eval paths of some modules differ in the last bits (and dropout, if any).
