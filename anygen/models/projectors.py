@@ -231,10 +231,11 @@ class ConvAbstractor(ModelMixin, ConfigMixin):
     3×3 convolutions (a stem and ``num_layers`` residual blocks, weights shared by every position) turn each frame's
     latent grid into local features, adaptive average pooling brings the grid down to ``grid × grid`` cells, and an
     MLP maps every cell, plus a learned embedding of the cell, to one backbone embedding. A cell's embedding is
-    built from that cell's part of the picture only, so the colour and the kind of a shape arrive *together* in the
-    same embedding. :class:`MLPInputProjector` writes every embedding from the whole grid at once, and in
-    two-shape scenes the backbone then mixes up which colour goes with which kind ("a pink circle and a yellow
-    triangle" for a pink triangle and a yellow circle), which is most of its image → text errors.
+    built from its pooling window and a border of ``1 + 2 × num_layers`` latent cells around it (the convolutions'
+    reach), not from the whole grid, so the colour and the kind of a shape arrive *together* in the same embedding.
+    :class:`MLPInputProjector` writes every embedding from the whole grid at once, and in two-shape scenes the
+    backbone then mixes up which colour goes with which kind ("a pink circle and a yellow triangle" for a pink
+    triangle and a yellow circle), which was most of its image → text errors.
 
     With an 8×8 latent grid and ``grid = 3`` the pooling windows (latent columns 0–2, 2–5 and 5–7) sit on the
     Shapes World's 3 × 3 grid of positions (centres at 16, 32 and 48 px).
