@@ -40,6 +40,14 @@ def _check_tokens(c, tokens: torch.Tensor) -> None:
         raise ValueError(f"{c.modality} input projector takes at most {c.max_frames} frames, got {tokens.shape[1]}")
 
 
+def _grid_side(num_positions: int, needed_by: str) -> int:
+    """The side of a square grid of ``num_positions`` tokens; ``needed_by`` names what needs it in the error."""
+    side = int(round(num_positions**0.5))
+    if side * side != num_positions:
+        raise ValueError(f"{needed_by} needs a square grid; `num_positions` is {num_positions}")
+    return side
+
+
 def _stretch_frames(tokens: torch.Tensor, max_frames: int) -> torch.Tensor:
     """A clip of T < ``max_frames`` frames → ``max_frames`` frames by repeating frames (nearest-frame sampling)."""
     T = tokens.shape[1]
@@ -185,11 +193,10 @@ class MLPInputProjector(ModelMixin, ConfigMixin):
             if i < num_layers - 1:
                 layers += [nn.GELU(), nn.Dropout(dropout)]
         self.mlp = nn.Sequential(*layers)
-        self.side = int(round(num_positions**0.5))
+        self.side = None  # the grid's side, read by the conv block only
         self.convs = None
         if conv_channels:
-            if self.side * self.side != num_positions:
-                raise ValueError(f"`conv_channels` needs a square grid; `num_positions` is {num_positions}")
+            self.side = _grid_side(num_positions, "`conv_channels`")
             if conv_channels[-1] != in_channels:
                 raise ValueError(
                     f"The last of `conv_channels` ({conv_channels[-1]}) must equal `in_channels` ({in_channels})"
@@ -275,9 +282,7 @@ class ConvAbstractor(ModelMixin, ConfigMixin):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.side = int(round(num_positions**0.5))
-        if self.side * self.side != num_positions:
-            raise ValueError(f"`num_positions` must be a square grid for a ConvAbstractor, got {num_positions}")
+        self.side = _grid_side(num_positions, "A ConvAbstractor")
         per_frame, rest = divmod(num_queries, max_frames)
         self.grid = int(round(per_frame**0.5))
         if rest or self.grid * self.grid != per_frame:
