@@ -92,6 +92,9 @@ path = "{gen}/audio_generator"
 num_frames = 8
 max_new_tokens = 24
 
+[export]
+dtype = "float16"
+
 [train.align_in]
 steps = 2
 batch_size = 4
@@ -371,8 +374,24 @@ def test_stages_chain_validate_and_export(trained):
     reply = "A red circle. [IMG] A tone. [AUD]"
     out = loaded("draw", seed=0, num_inference_steps=2, logits_processor=[ScriptedReply(loaded.tokenizer, reply)])
     assert len(out.images) == 1 and len(out.audios) == 1
-    # The exported backbone is the instruct stage's.
-    assert _weights(trained.output_dir).keys() >= {k for k in _weights(run / "instruct" / "final") if k.startswith("backbone/")}
+    # The exported LLM side is the instruct stage's, stored in the recipe's float16 (the stage's own `final`,
+    # the next stage's start, keeps float32); the generators stay float32; loading gives float32 modules.
+    exported, final = _weights(trained.output_dir), _weights(run / "instruct" / "final")
+    llm = [k for k in final if k.split("/")[0] == "backbone" or "projector" in k.split("/")[0]]
+    assert any(k.startswith("backbone/") for k in llm) and any(k.startswith("image_output_projector/") for k in llm)
+    assert all(final[k].dtype == torch.float32 and exported[k].dtype == torch.float16 for k in llm)
+    assert all(torch.equal(exported[k], final[k].half()) for k in llm)
+    assert all(v.dtype == torch.float32 for k, v in _weights(trained.output_dir / "image_generator").items())
+    assert loaded.backbone.dtype == loaded.image_output_projector.dtype == torch.float32
+
+
+def test_export_dtype_is_checked_before_training(recipe_path, tmp_path):
+    bad = tmp_path / "pipelines" / "bad.toml"
+    bad.parent.mkdir()
+    bad.write_text(recipe_path.read_text().replace('dtype = "float16"', 'dtype = "int8"'))
+    with pytest.raises(AnyGenInputError, match=r"\[export\] dtype must be one of"):
+        run_training(str(bad), stage="align-in")
+    assert not (tmp_path / "runs").exists()  # refused before a single step or checkpoint
 
 
 def test_resume_continues_exactly(trained):

@@ -643,18 +643,52 @@ def make_optimizer(system: SystemLoss, cfg: dict, steps: int):
     return opt, sched
 
 
-def export_pipeline(pipe, dest: Path, keep_generators_from: dict[str, Path] | None = None) -> None:
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_dtype(recipe: Recipe) -> torch.dtype:
+    """The ``[export] dtype`` the LLM side is stored in under ``output_dir`` (default ``"float32"``)."""
+    cfg = take(recipe.sections.get("export", {}), {"dtype": "float32"}, "export")
+    if cfg["dtype"] not in STORAGE_DTYPES:
+        raise AnyGenInputError(f"[export] dtype must be one of {list(STORAGE_DTYPES)}, got {cfg['dtype']!r}")
+    return STORAGE_DTYPES[cfg["dtype"]]
+
+
+def store_as(folder: Path, dtype: torch.dtype) -> None:
+    """Rewrite the floating-point tensors of every ``*.safetensors`` file in ``folder`` in ``dtype``.
+
+    The files' metadata is kept, and so is each config: its ``dtype`` (``torch_dtype``) still names the one the
+    model computes in, so ``from_pretrained`` upcasts the stored tensors on load.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(f, "pt") as handle:
+            metadata = handle.metadata()
+        tensors = load_file(f)
+        save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, f, metadata=metadata)
+
+
+def export_pipeline(
+    pipe, dest: Path, keep_generators_from: dict[str, Path] | None = None, dtype: torch.dtype = torch.float32
+) -> None:
     """``pipe.save_pretrained`` into ``dest`` without ever leaving it half-written.
 
     Everything is saved to a temporary sibling first and moved in entry by entry, ``model_index.json`` last.
     A generator folder already in ``dest`` that the pipeline's generator was loaded from is left untouched
-    (stages 1–3 never change the generators).
+    (stages 1–3 never change the generators). With a ``dtype`` other than float32, the LLM side (backbone and
+    projectors, every component but the generators) is stored in it: half the bytes, loaded back as float32.
     """
     dest = Path(dest)
     tmp = dest.parent / f".tmp_{dest.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp)
+    if dtype != torch.float32:
+        for folder in tmp.iterdir():
+            if folder.is_dir() and not folder.name.endswith("_generator"):
+                store_as(folder, dtype)
     dest.mkdir(parents=True, exist_ok=True)
     keep = {
         f"{m}_generator" for m, src in (keep_generators_from or {}).items()
@@ -717,6 +751,7 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
 
     t_start = time.time()
     cfg = stage_config(recipe, stage)
+    storage_dtype = export_dtype(recipe)  # checked now, not after the training
     steps = _steps(cfg, max_steps)
     # A batch may hold no video (say): its projector is then unused, which DDP must be told to expect.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -782,7 +817,8 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
         figures.update({f"judged_{k}": v for k, v in judged["metrics"].items() if v is not None})
     if accelerator.is_main_process:
         export_pipeline(pipe, _stage_dir(recipe, stage) / "final")
-        export_pipeline(pipe, recipe.output_dir, keep_generators_from=_generator_sources(recipe))
+        # The next stage starts from `final` in float32; only `output_dir` takes the recipe's storage dtype.
+        export_pipeline(pipe, recipe.output_dir, keep_generators_from=_generator_sources(recipe), dtype=storage_dtype)
         figures["wall_seconds_this_run"] = round(time.time() - t_start, 1)
         with (_stage_dir(recipe, stage) / "report.jsonl").open("a") as f:
             f.write(json.dumps(figures) + "\n")
