@@ -7,7 +7,10 @@ pass and the projector. The two paths are timed alternately, and the ratio is th
 
 Usage:
     python benchmarks/anygen.py [--model weights/anygen-tiny] [--threads 2] [--repeats 5] [--steps 20]
-                                [--scripted] [--compile]
+                                [--scripted] [--compile] [--breakdown]
+
+``--breakdown`` also times each backbone forward of the end-to-end calls (grouped by how many positions a
+forward feeds), to show where the LLM side goes; the wrapper adds a few microseconds to each forward.
 
 ``--scripted`` makes the backbone say the canonical reply ("Here is <caption>. [IMG]") through
 ``anygen.testing.ScriptedReply`` (every token still runs through the backbone): for untrained or smoke models
@@ -50,6 +53,29 @@ def _time_pairs(a, b, repeats: int) -> tuple[float, float, float]:
     return statistics.median(ta), statistics.median(tb), statistics.median(y / x for x, y in zip(ta, tb))
 
 
+def _time_forwards(backbone) -> dict[int, list[float]]:
+    """Wrap ``backbone.forward`` (on the instance) to record each call's seconds by the positions it feeds."""
+    forward, times = backbone.forward, {}
+
+    def timed(*args, **kwargs):
+        x = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+        t = time.perf_counter()
+        out = forward(*args, **kwargs)
+        times.setdefault(x.shape[1], []).append(time.perf_counter() - t)
+        return out
+
+    backbone.forward = timed
+    return times
+
+
+def _print_forwards(times: dict[int, list[float]], calls: int) -> None:
+    print("\n| backbone forward, positions fed | per call | median ms | ms per call |")
+    print("|---|---|---|---|")
+    for n, ts in sorted(times.items()):
+        print(f"| {n} | {len(ts) / calls:.1f} | {1000 * statistics.median(ts):.2f} | {1000 * sum(ts) / calls:.1f} |")
+    print(f"| all | {sum(map(len, times.values())) / calls:.1f} | | {1000 * sum(map(sum, times.values())) / calls:.1f} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="weights/anygen-tiny", help="a folder saved with AnyGenPipeline.save_pretrained")
@@ -59,6 +85,7 @@ def main() -> int:
     p.add_argument("--guidance", type=float, default=1.5, help="guidance scale (default 1.5, the model card's)")
     p.add_argument("--scripted", action="store_true", help="force the canonical reply (untrained/smoke models)")
     p.add_argument("--compile", action="store_true", help="torch.compile the image generator's UNet (both paths)")
+    p.add_argument("--breakdown", action="store_true", help="also time each backbone forward of the end-to-end calls")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not (Path(args.model) / "model_index.json").exists():
@@ -92,6 +119,7 @@ def main() -> int:
         return g(prompt_embeds=cond, negative_prompt_embeds=null, num_inference_steps=args.steps,
                  guidance_scale=args.guidance, generator=torch.Generator("cpu").manual_seed(0), output_type="pil").images[0]
 
+    forwards = _time_forwards(pipe.backbone) if args.breakdown else None
     t_bare, t_e2e, ratio = _time_pairs(bare, end_to_end, args.repeats)
     n_reply = len(pipe.tokenizer(out.text, add_special_tokens=False).input_ids)
     mode = "compiled UNet" if args.compile else "eager"
@@ -102,9 +130,11 @@ def main() -> int:
     print(f"| AnyGenPipeline text → image, end to end | {t_e2e:.3f} | < {BARS['seconds']} s | {ok_s} |")
     print(f"| ratio end to end / bare (median of pairs) | {ratio:.2f} | ≤ {BARS['ratio']} | {'yes' if ratio <= BARS['ratio'] else 'NO'} |")
     print(f"| LLM side (difference) | {t_e2e - t_bare:.3f} | | |")
+    if forwards is not None:
+        _print_forwards(forwards, calls=args.repeats + 1)
     print(f"\nreply ({n_reply} tokens{', scripted' if args.scripted else ''}): {out.text}")
     print(f"reproduce: python benchmarks/anygen.py --model {args.model} --threads {args.threads} --steps {args.steps}"
-          f"{' --scripted' if args.scripted else ''}{' --compile' if args.compile else ''}")
+          + "".join(f" --{k}" for k in ("scripted", "compile", "breakdown") if getattr(args, k)))
     return 0
 
 
