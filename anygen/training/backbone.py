@@ -661,12 +661,12 @@ def store_as(folder: Path, dtype: torch.dtype) -> None:
     model computes in, so ``from_pretrained`` upcasts the stored tensors on load.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     for f in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(f, "pt") as handle:
+        with safe_open(f, "pt") as handle:  # one read: the tensors and the metadata
             metadata = handle.metadata()
-        tensors = load_file(f)
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
         save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, f, metadata=metadata)
 
 
