@@ -114,26 +114,48 @@ def test_pipeline_completes_groups_the_backbone_starts(pipe):
     assert out.text == "[IMG][IMG]" and len(out.images) == 2
 
 
-def test_plain_text_prompts_decode_with_prompt_lookup(pipe, monkeypatch):
-    calls = []
-    generate = pipe.backbone.generate
+def _count_forwards(pipe, prompt, reply, **kwargs):
+    """Reply text and backbone forwards of one call whose (greedy) reply is scripted to be ``reply``."""
+    forwards = []
+    hook = pipe.backbone.model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        out = pipe(prompt, logits_processor=script(pipe, reply), **kwargs, **FAST)
+    finally:
+        hook.remove()
+    return out.text, len(forwards)
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return generate(*args, **kwargs)
 
-    monkeypatch.setattr(pipe.backbone, "generate", spy)
-    fast = pipe("draw a small red circle and a small red circle", max_new_tokens=16, **FAST)
-    assert calls[-1]["prompt_lookup_num_tokens"] == pipe.prompt_lookup_num_tokens and "inputs_embeds" not in calls[-1]
+def test_drafts_save_forwards_and_keep_the_reply(pipe, monkeypatch):
+    # Three draft sources, each checked by the forward that feeds it: the request's words, earlier replies,
+    # and (always) the forced rest of a started signal group. The reply is the greedy one in every case.
+    prompt, reply = "draw a small red circle and a small red circle", "Here is a small red circle and a small red circle. [IMG]"
+    pipe.reply_memory.clear()
+    monkeypatch.setattr(pipe, "lookup_memory", 0)
     monkeypatch.setattr(pipe, "prompt_lookup_num_tokens", 0)
-    plain = pipe("draw a small red circle and a small red circle", max_new_tokens=16, **FAST)
-    assert "prompt_lookup_num_tokens" not in calls[-1] and "inputs_embeds" in calls[-1]
-    assert fast.text == plain.text
-    monkeypatch.undo()
-    monkeypatch.setattr(pipe.backbone, "generate", spy)
-    # A spliced medium is not in `input_ids`, which is all assisted decoding reads: the embeddings path is taken.
-    pipe("describe it", images=[solid((255, 0, 0))], max_new_tokens=4, **FAST)
-    assert "prompt_lookup_num_tokens" not in calls[-1] and "inputs_embeds" in calls[-1]
+    plain = _count_forwards(pipe, prompt, reply)
+    monkeypatch.setattr(pipe, "prompt_lookup_num_tokens", 10)
+    copied = _count_forwards(pipe, prompt, reply)
+    monkeypatch.setattr(pipe, "lookup_memory", 64)
+    _count_forwards(pipe, "draw something", reply)  # remembered
+    remembered = _count_forwards(pipe, prompt, reply)
+    assert plain[0] == copied[0] == remembered[0] == reply
+    n_tokens = len(pipe.tokenizer(reply.replace("[IMG]", "[IMG0][IMG1][IMG2][IMG3]"), add_special_tokens=False).input_ids)
+    # Without drafts: the prompt; one forward per later reply token and the eos, but [IMG1..3] (fed with [IMG0]);
+    # the pass over the reply that the projector reads.
+    assert plain[1] == 1 + n_tokens - (pipe.num_signal_tokens["image"] - 1) + 1
+    assert copied[1] < plain[1] - 4  # "small red circle and a small red circle" copied from the request
+    # The prompt, two forwards checking the remembered reply (10 n-gram tokens each); the second drafts the end, so
+    # it feeds the whole reply and is the pass the projector reads.
+    assert remembered[1] == 3 < copied[1]
+    # A spliced medium: drafts from the reply so far and the memory, same reply.
+    with_image = dict(images=[solid((255, 0, 0))])
+    described = "A red square. A red square. A red square."
+    monkeypatch.setattr(pipe, "lookup_memory", 0)
+    monkeypatch.setattr(pipe, "prompt_lookup_num_tokens", 0)
+    plain = _count_forwards(pipe, "describe <image>", described, **with_image)
+    monkeypatch.setattr(pipe, "prompt_lookup_num_tokens", 10)
+    drafted = _count_forwards(pipe, "describe <image>", described, **with_image)
+    assert plain[0] == drafted[0] == described and drafted[1] < plain[1] - 4
 
 
 def _step_by_step(pipe, input_ids, inputs_embeds, max_new_tokens, logits_processor=None):
@@ -156,6 +178,7 @@ def _step_by_step(pipe, input_ids, inputs_embeds, max_new_tokens, logits_process
 def test_signal_groups_cost_no_decoding_rounds(pipe, monkeypatch):
     """The rest of a started group is appended without decoding, and the reply's pass feeds the projectors."""
     monkeypatch.setattr(pipe, "prompt_lookup_num_tokens", 0)  # one forward per decoded token: countable
+    monkeypatch.setattr(pipe, "lookup_memory", 0)
     forwards, conditioning = [], []
     hooks = [pipe.backbone.model.register_forward_hook(lambda *a: forwards.append(1))] + [
         pipe.output_projector(m).register_forward_hook(lambda mod, i, o: conditioning.append(o)) for m in ("image", "video", "audio")
@@ -174,9 +197,9 @@ def test_signal_groups_cost_no_decoding_rounds(pipe, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(arr(fast.images[0]), arr(slow.images[0]))
     # Step by step: one forward per reply token and the eos, then one teacher-forced pass. Now each group's
-    # K - 1 later tokens cost none, and the pass after the last group is the one step 4 reads.
+    # K - 1 later tokens are fed with its first one, and the pass over the reply is step 4's.
     saved = sum(k - 1 for k in pipe.num_signal_tokens.values())
-    assert n_fast == len(forwards) - 1 - saved
+    assert n_fast == len(forwards) - saved
 
 
 def test_signal_group_jump_keeps_step_by_step_replies(pipe):
@@ -199,9 +222,12 @@ def test_signal_group_jump_keeps_step_by_step_replies(pipe):
         reply, hidden = pipe._decode(ids, embeds, 16, [StartGroup(at)])
         assert reply == _step_by_step(pipe, ids, embeds, 16, [StartGroup(at)])[0]
         assert pipe._groups_in(reply)[0] == ("image", at)
-        if hidden is not None:  # handed on only when it covers the whole reply
-            full = torch.cat([embeds, pipe.backbone.get_input_embeddings()(torch.tensor([reply]))], dim=1)
-            torch.testing.assert_close(hidden, pipe.backbone(inputs_embeds=full, output_hidden_states=True).hidden_states[-1])
+        full = torch.cat([embeds, pipe.backbone.get_input_embeddings()(torch.tensor([reply]))], dim=1)
+        torch.testing.assert_close(hidden, pipe.backbone(inputs_embeds=full, output_hidden_states=True).hidden_states[-1][:, ids.shape[1] :])
+        # Again, now drafted from the memory of that very reply: other forwards, the same reply and the very same
+        # hidden states (one pass over the reply after the prompt's, however the reply was found).
+        again, hidden_again = pipe._decode(ids, embeds, 16, [StartGroup(at)])
+        assert again == reply and torch.equal(hidden_again, hidden)
 
 
 def test_seed_determinism(pipe):

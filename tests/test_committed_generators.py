@@ -103,8 +103,12 @@ def test_all_committed_weights_fit_the_budget():
     assert size <= 40e6, f"weights/anygen-tiny totals {size / 1e6:.1f} MB"
 
 
-def test_prompt_lookup_keeps_the_greedy_reply():
-    # anygen-tiny's replies copy the request, so lookup accepts candidates here; the replies must not change.
+def test_drafts_keep_the_greedy_reply_and_its_media():
+    # anygen-tiny's replies copy the request and repeat stock phrases, so drafts from the request and from earlier
+    # replies are accepted here; neither the replies nor the media may change (the projector reads one pass over
+    # the reply, however it was decoded).
+    import numpy as np
+
     from anygen import AnyGenPipeline
 
     pipe = AnyGenPipeline.from_pretrained()
@@ -112,12 +116,19 @@ def test_prompt_lookup_keeps_the_greedy_reply():
         "Please draw a small red circle at the top-left on a black background.",
         "Make a sound: a steady pure low tone, and a picture of a large blue square at the center on a white background.",
         "hello there",
+        "Please draw a small red circle at the top-left on a black background.",  # its reply is remembered now
     ]
-    fast = [pipe(r, num_inference_steps=1, seed=0).text for r in requests]
-    pipe.prompt_lookup_num_tokens = 0
-    plain = [pipe(r, num_inference_steps=1, seed=0).text for r in requests]
-    assert fast == plain
-    assert "[IMG]" in fast[0]
+    fast = [pipe(r, num_inference_steps=2, seed=0) for r in requests]
+    pipe.prompt_lookup_num_tokens, pipe.lookup_memory = 0, 0
+    plain = [pipe(r, num_inference_steps=2, seed=0) for r in requests]
+    assert [o.text for o in fast] == [o.text for o in plain]
+    assert "[IMG]" in fast[0].text and "[AUD]" in fast[1].text
+    for a, b in zip(fast, plain):
+        assert len(a.images) == len(b.images) and len(a.audios) == len(b.audios)
+        for x, y in zip(a.images, b.images):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(a.audios, b.audios):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_committed_system_describes_attached_media():

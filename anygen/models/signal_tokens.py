@@ -62,6 +62,9 @@ class SignalGroupLogitsProcessor(LogitsProcessor):
         self._where = {t: (m, j) for m, ids in self.groups.items() for j, t in enumerate(ids)}
         self._mask_cache: dict[tuple[int, str], tuple[torch.Tensor, dict[int, torch.Tensor]]] = {}
 
+    def is_signal_token(self, token: int) -> bool:
+        return token in self._where
+
     def forced_after(self, token: int) -> int | None:
         """The group token that must follow ``token`` (``None`` unless ``token`` starts or continues a group)."""
         if token not in self._where:
