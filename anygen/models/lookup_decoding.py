@@ -194,28 +194,26 @@ class SignalLookupDecoding:
         logits = forward(**({"inputs_embeds": embeds} if embeds is not None else {"input_ids": input_ids}), logits_to_keep=1).logits
         num_forwards = 1
         ids = input_ids[0].tolist()
-        prompt_length = len(ids)
+        prompt_length = indexed = len(ids)
         table: Table = {}
         _index(table, ids, 1, self.max_ngram, self.never_copied)
-
-        def append(token: int, scores: torch.Tensor) -> bool:
-            """Add ``token`` (chosen from ``scores``); True when decoding must stop there."""
-            nonlocal input_ids
-            ids.append(token)
-            input_ids = torch.cat([input_ids, input_ids.new_tensor([[token]])], dim=1)
-            if streamer is not None:
-                streamer.put(input_ids[:, -1:].cpu())
-            return token in eos or len(ids) >= max_length or bool(stopping_criteria(input_ids, scores).all())
 
         def holds_group(tokens: list[int]) -> bool:
             return any(self.signal.is_signal_token(t) for t in tokens)
 
         whole_reply = None  # the last hidden layer of a forward that fed the whole reply after the prompt
         scores = logits_processor(input_ids, logits[:, -1].float())
-        while not append(int(scores.argmax(-1)), scores):
-            # One forward feeds the greedy token with a draft after it, and checks the draft position by position:
-            # the processors see each position once; the first greedy choice that differs is the next token.
-            _index(table, ids, len(ids) - 1, self.max_ngram, self.never_copied)
+        ids.append(int(scores.argmax(-1)))
+        input_ids = input_ids.new_tensor([ids])
+        if streamer is not None:
+            streamer.put(input_ids[:, -1:].cpu())
+        # Stopping is checked once a forward, on everything it accepted (as transformers' assisted decoding does).
+        while not (ids[-1] in eos or len(ids) >= max_length or bool(stopping_criteria(input_ids, scores).all())):
+            # One forward feeds the newest token (not fed yet) with a draft after it and checks the draft position
+            # by position: the processors see each position once, with the ids decoding step by step would give
+            # them; the first greedy choice that differs from the draft is the next newest token.
+            _index(table, ids, indexed, self.max_ngram, self.never_copied)
+            indexed = len(ids)
             draft = self.draft(ids, table, max_length - len(ids) - 1, eos)
             # A draft that ends the reply (with a group in it) is fed with the whole reply before it, from the
             # prompt's cache on: if it is all accepted, this forward is the pass over the reply that step 4 reads.
@@ -224,22 +222,23 @@ class SignalLookupDecoding:
                 cache.crop(-(cache.get_seq_length() - prompt_length))
             fed = ids[prompt_length:] + draft if whole else [ids[-1], *draft]
             out = forward(input_ids=input_ids.new_tensor([fed]), logits_to_keep=len(draft) + 1, output_hidden_states=whole)
-            logits = out.logits.float()  # (1, len(draft) + 1, vocab): the fed token's and each draft token's
+            logits = out.logits.float()  # (1, len(draft) + 1, vocab): after the newest token, after each draft token
             num_forwards += 1
-            accepted, stop = 0, False
+            candidate, n, matched = input_ids.new_tensor([ids + draft]), len(ids), 0
             for i in range(len(draft) + 1):
-                scores = logits_processor(input_ids, logits[:, i])
-                if i == len(draft) or int(scores.argmax(-1)) != draft[i]:
+                scores = logits_processor(candidate[:, : n + i], logits[:, i])
+                ids.append(int(scores.argmax(-1)))
+                if i == len(draft) or ids[-1] != draft[i]:
                     break
-                accepted += 1
-                if stop := append(draft[i], scores):
+                matched += 1
+                if ids[-1] in eos:
                     break
-            if stop:
-                if whole and accepted == len(draft):
-                    whole_reply = out.hidden_states[-1]
-                break
-            cache.crop(-(len(draft) - accepted))  # forget what the rejected draft tokens wrote
-            _index(table, ids, len(ids) - accepted, self.max_ngram, self.never_copied)
+            input_ids = input_ids.new_tensor([ids])
+            if streamer is not None:
+                streamer.put(input_ids[:, n:].cpu())
+            if whole and matched == len(draft):
+                whole_reply = out.hidden_states[-1]
+            cache.crop(-(len(draft) - matched))  # forget what the rejected draft tokens wrote
 
         if streamer is not None:
             streamer.end()
