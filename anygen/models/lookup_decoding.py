@@ -3,22 +3,22 @@
 Prompt lookup decoding (transformers' ``prompt_lookup_num_tokens``) drafts the next tokens from n-grams of the
 prompt and checks them all with one forward; the reply stays the greedy one, but a run of copied words costs one
 forward instead of one per word. A tiny backbone on a CPU spends its time per forward, not per position fed (a
-one-token step and an 11-token check cost 3.8 and 5.5 ms for anygen-tiny), so the fewer forwards the better.
-:class:`SignalLookupDecoding` drafts from three sources, tried at each drafted position in this order:
+one-token step and an 11-token check cost 3.5 and 5.0 ms for anygen-tiny, ``benchmarks/anygen.py --breakdown``), so
+the fewer forwards the better. :class:`SignalLookupDecoding` drafts from three sources, at each drafted position:
 
 1. the signal group in progress: once a group's first token is out, :class:`SignalGroupLogitsProcessor` allows
    only the group's next token, so the rest of the group is drafted, and always accepted;
-2. n-grams of the sequence so far (prompt and reply: replies copy the request's words);
-3. n-grams of recent replies (:class:`NgramMemory`): stock openings and closings like "Here is a" and
-   ". [IMG0] ... [IMG3]" that the prompt does not contain.
+2. n-grams of recent replies (:class:`NgramMemory`): stock openings and closings like "Here is a" and
+   ". [IMG0] ... [IMG3]" that the prompt does not contain;
+3. n-grams of the sequence so far (prompt and reply: replies copy the request's words).
 
-The longest matching n-gram wins, the memory before the sequence at equal length (measured on anygen-tiny's
-validation dialogues: 8.6 forwards a reply against 8.9 the other way round; the memory knows how replies go on,
-the request only which words they copy). Verification is sequential
-greedy: the processors see each position once, with exactly the ids they would see decoding step by step, and
-the first draft token that differs from the greedy choice ends the check (the greedy token is kept). The loop also
-ends with one pass over the whole reply (after the prompt's, from the cache) for the last hidden layer the output
-projectors read: the conditioning then depends on the prompt and the reply only, not on which drafts were accepted
+The longest matching n-gram wins, the memory's before the sequence's at equal length (the memory knows how replies
+go on, the request only which words they copy; it took fewer forwards on anygen-tiny's validation dialogues).
+Verification is sequential greedy: the processors see each position once, with exactly the ids they would see
+decoding step by step, and the first draft token that differs from the greedy choice ends the check (the greedy
+token is kept). The last hidden layer the output projectors read comes from one pass over the whole reply after the
+prompt's cache (the last check itself, when its draft ended the reply and was all accepted; otherwise one more
+forward): the conditioning then depends on the prompt and the reply only, not on which drafts were accepted
 (chunking changes the float rounding), so a request gives the same media whatever was decoded before it.
 
 Example:

@@ -182,7 +182,6 @@ class AnyGenPipeline(DiffusionPipeline):
     #: Recent replies (at least) whose n-grams are drafted from (0: none): :attr:`reply_memory`'s size.
     lookup_memory: int = 64
     _reply_memory: NgramMemory | None = None
-    copy_special_tokens = False
     _optional_components = [
         "image_generator",
         "video_generator",
@@ -735,7 +734,7 @@ class AnyGenPipeline(DiffusionPipeline):
         )
         decoding = SignalLookupDecoding(
             signal, num_draft_tokens=self.prompt_lookup_num_tokens, memory=self.reply_memory,
-            never_copied=self.tokenizer.all_special_ids if self.copy_special_tokens is False else (),
+            never_copied=self.tokenizer.all_special_ids,  # a reply copies the request's words, not its turn markers
         )
         out = self.backbone.generate(
             input_ids=input_ids,
@@ -920,8 +919,8 @@ class AnyGenPipeline(DiffusionPipeline):
         """Steps 2-4 of a call: the reply's text, and one :class:`MediumRequest` per signal group in it.
 
         In inference mode rather than ``no_grad``: the backbone's forwards are many and small, and skipping
-        autograd's version counting and view tracking makes each ~7 % faster (3.8 → 3.5 ms for one token on
-        anygen-tiny). Nothing made here is updated in place afterwards (the conditioning is only read).
+        autograd's version counting and view tracking makes each faster (a one-token forward of anygen-tiny:
+        3.8 → 3.5 ms, ``benchmarks/anygen.py --breakdown``). Nothing made here is updated in place afterwards (the conditioning is only read).
         """
         # 2. Encode attached media and splice them at their placeholders
         input_ids, inputs_embeds = self.splice(call.ids, self.encode_media(call.media))
