@@ -56,8 +56,9 @@ def _index(table: Table, ids: list[int], start: int, max_ngram: int, skip: froze
 class NgramMemory:
     """N-gram → next-token table over recent replies, a draft source for :class:`SignalLookupDecoding`.
 
-    It holds the last ``size`` to ``2 * size`` replies: once there are ``2 * size``, the older half is dropped and
-    the table rebuilt, so adding a reply costs its own n-grams plus, amortised, one more rebuild's worth.
+    It holds the last ``size`` to ``2 * size`` replies: when a reply makes more than ``2 * size``, all but the last
+    ``size`` are dropped and the table rebuilt, so adding a reply costs its own n-grams plus, amortised, about as
+    much again (not a rebuild over ``size`` replies every time).
 
     Args:
         size: replies kept at least (0: none).

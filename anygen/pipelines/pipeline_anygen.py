@@ -249,8 +249,8 @@ class AnyGenPipeline(DiffusionPipeline):
 
     @property
     def reply_memory(self) -> NgramMemory:
-        """The recent replies (``lookup_memory`` of them, this instance's, in memory only) that decoding drafts
-        from. Drafts never change a reply or its media, only how many backbone forwards it takes;
+        """The recent replies (at least the last ``lookup_memory``; this instance's, in memory only) that decoding
+        drafts from. Drafts never change a reply or its media, only how many backbone forwards it takes;
         ``pipe.reply_memory.clear()`` forgets them."""
         if self._reply_memory is None or self._reply_memory.size != self.lookup_memory:
             self._reply_memory = NgramMemory(self.lookup_memory)
