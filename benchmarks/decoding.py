@@ -37,7 +37,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from anygen.apps.loading import load_pipeline
-    from anygen.eval.evaluation import eval_dialogue, medium_for_pipeline
+    from anygen.eval.evaluation import eval_dialogue, pipeline_inputs
     from anygen.models import lookup_decoding
     from anygen.world import TASKS
 
@@ -58,13 +58,8 @@ def main() -> int:
     items = [(t, i, eval_dialogue(t, "val", 0, i)) for i in range(args.n) for t in TASKS]
 
     def reply(d, seed: int) -> str:
-        msgs = d.messages
-        last = max(j for j, m in enumerate(msgs) if m.role == "user")
-        attached = [x for m in msgs[: last + 1] if m.role == "user" for x in m.media]
-        media = {m: [medium_for_pipeline(x) for x in attached if x.modality == m] or None for m in ("image", "video", "audio")}
-        history = [{"role": m.role, "content": m.content} for m in msgs[: last + 1]]
-        return pipe(history, images=media["image"], videos=media["video"], audios=media["audio"], seed=seed,
-                    num_inference_steps=1).text
+        history, media, _ = pipeline_inputs(d)
+        return pipe(history, **media, seed=seed, num_inference_steps=1).text
 
     rows, reference = [], None
     for name, settings in SETTINGS.items():

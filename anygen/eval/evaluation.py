@@ -109,17 +109,24 @@ def judge_output(medium, output) -> dict[str, bool]:
     return judged_matches(judged, medium)
 
 
-def _run_item(pipe, task: str, d, item_seed: int, kw: dict, direct: bool) -> dict:
+def pipeline_inputs(d) -> tuple[list[dict[str, str]], dict[str, list | None], list]:
+    """Dialogue ``d`` up to its last user turn, as the pipeline takes it: (messages, the ``images``/``videos``/
+    ``audios`` keyword arguments, the attached world media in order)."""
     msgs = d.messages
     last = max(i for i, m in enumerate(msgs) if m.role == "user")
     history = [{"role": m.role, "content": m.content} for m in msgs[: last + 1]]
     attached = [x for m in msgs[: last + 1] if m.role == "user" for x in m.media]
-    media = {m: [medium_for_pipeline(x) for x in attached if x.modality == m] for m in ("image", "video", "audio")}
+    media = {f"{m}s": [medium_for_pipeline(x) for x in attached if x.modality == m] or None for m in ("image", "video", "audio")}
+    return history, media, attached
+
+
+def _run_item(pipe, task: str, d, item_seed: int, kw: dict, direct: bool) -> dict:
+    history, media, attached = pipeline_inputs(d)
+    msgs, last = d.messages, len(history) - 1
     expected = msgs[last + 1].media
     res = {"task": task, "request": msgs[last].content, "reference": msgs[last + 1].content}
     try:
-        out = pipe(history, images=media["image"] or None, videos=media["video"] or None, audios=media["audio"] or None,
-                   seed=item_seed, **kw)
+        out = pipe(history, **media, seed=item_seed, **kw)
     except AnyGenInputError as e:
         return {**res, "routing": False, "right": False, "error": str(e)}
     got = {"image": out.images, "video": out.videos, "audio": out.audios}
