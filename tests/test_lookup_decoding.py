@@ -126,12 +126,44 @@ def test_draft_sources_in_order():
     assert decoding.draft([1, 5], seq, budget=1, eos={2}) == [6]
 
 
+def test_memory_drafts_the_words_the_request_gives():
+    """Replies share a frame and differ in the words copied from their request: among the tokens the memory saw
+    after an n-gram, the draft takes one the request holds and the reply has not used yet (the earliest in the
+    request), else the most recent one."""
+    memory = NgramMemory(8)
+    for r in ([5, 10, 6, 12, 2], [5, 11, 6, 13, 2], [7, 5, 14, 2]):
+        memory.add(r)
+    signal = SignalGroupLogitsProcessor({"image": [900, 901]}, prompt_length=4)
+    decoding = SignalLookupDecoding(signal, memory=memory, never_copied=[3])
+
+    def draft(prompt, reply):
+        return decoding.draft(prompt + reply, {}, budget=10, eos={2})
+
+    assert draft([30, 31, 32, 3], [5]) == [14, 2]  # nothing asked for: the most recent successor of (5,)
+    assert draft([30, 10, 12, 3], [5]) == [10, 6, 12, 2]  # the request says 10 and 12
+    assert draft([11, 10, 32, 3], [5]) == [11, 6, 13, 2]  # both: the earlier in the request
+    assert draft([11, 10, 32, 3], [5, 11, 6, 13, 4, 5]) == [10, 6, 12, 2]  # 11 is used up
+    assert draft([3, 31, 32, 3], [5]) == [14, 2]  # never_copied tokens are not asked for
+    # The longest n-gram followed by an asked-for word: (1, 5, 6) only saw 12, (5, 6) saw 13 too.
+    memory.add([1, 5, 6, 12, 2])
+    memory.add([7, 5, 6, 13, 2])
+    memory.add([1, 5, 6, 12, 2])
+    assert draft([30, 13, 32, 3], [1, 5]) == [6, 13, 2]
+    # ... but not a lone token's: (9, 6) only saw 15, and (6,)'s 12 and 13 are not searched.
+    memory.add([9, 6, 15, 2])
+    assert draft([30, 13, 32, 3], [9]) == [6, 15, 2]
+
+
 def test_memory_keeps_recent_replies():
     memory = NgramMemory(2, max_ngram=2)
     for r in ([1, 2, 3], [1, 4], [5, 6], [7, 8], [9, 1, 7]):
         memory.add(r)
     # The fifth reply makes more than 2 * size: all but the last `size` are dropped, [7, 8] and [9, 1, 7] remain.
-    assert len(memory) == 2 and memory.table[(1,)] == 7 and (5,) not in memory.table and memory.table[(9, 1)] == 7
+    assert len(memory) == 2 and list(memory.table[(1,)]) == [7] and (5,) not in memory.table and list(memory.table[(9, 1)]) == [7]
+    memory.add([7, 9])
+    assert list(memory.table[(7,)]) == [8, 9]  # every successor, the most recent last
+    memory.add([7, 8])
+    assert list(memory.table[(7,)]) == [9, 8]
     memory.clear()
     assert len(memory) == 0 and memory.table == {}
     with pytest.raises(ValueError, match="size"):

@@ -9,11 +9,15 @@ the fewer forwards the better. :class:`SignalLookupDecoding` drafts from three s
 1. the signal group in progress: once a group's first token is out, :class:`SignalGroupLogitsProcessor` allows
    only the group's next token, so the rest of the group is drafted, and always accepted;
 2. n-grams of recent replies (:class:`NgramMemory`): stock openings and closings like "Here is a" and
-   ". [IMG0] ... [IMG3]" that the prompt does not contain;
+   ". [IMG0] ... [IMG3]" that the prompt does not contain, and the slots between them: the memory keeps every
+   token seen after an n-gram, and the draft takes one the request holds and the reply has not used yet ("a small"
+   was followed by "red", "blue", "green"...; a request for a green square drafts "green");
 3. n-grams of the sequence so far (prompt and reply: replies copy the request's words).
 
 The longest matching n-gram wins, the memory's before the sequence's at equal length (the memory knows how replies
-go on, the request only which words they copy; it took fewer forwards on anygen-tiny's validation dialogues).
+go on, the request only which words they copy; it took fewer forwards on anygen-tiny's validation dialogues). Taking
+the request's words from the memory's successors cut the forwards of a text → image reply from 8.1 to 5.6
+(``benchmarks/anygen.py --breakdown``).
 Verification is sequential greedy: the processors see each position once, with exactly the ids they would see
 decoding step by step, and the first draft token that differs from the greedy choice ends the check (the greedy
 token is kept). The last hidden layer the output projectors read comes from one pass over the whole reply after the
@@ -32,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from dataclasses import dataclass
 
@@ -41,6 +46,7 @@ from transformers.utils import ModelOutput
 from .signal_tokens import SignalGroupLogitsProcessor
 
 Table = dict[tuple[int, ...], int]
+Successors = dict[tuple[int, ...], dict[int, None]]  # n-gram → the tokens seen after it, the most recent last
 
 
 def _index(table: Table, ids: list[int], start: int, max_ngram: int, skip: frozenset[int] = frozenset()) -> None:
@@ -53,8 +59,40 @@ def _index(table: Table, ids: list[int], start: int, max_ngram: int, skip: froze
             table[tuple(ids[p - n : p])] = ids[p]
 
 
+def _index_successors(table: Successors, ids: list[int], max_ngram: int) -> None:
+    """Record, for every position ``p >= 1`` of ``ids``, ``ids[p]`` as the most recent successor of the n-grams
+    (n ≤ ``max_ngram``) ending at ``p - 1``."""
+    for p in range(1, len(ids)):
+        for n in range(1, min(max_ngram, p) + 1):
+            seen = table.setdefault(tuple(ids[p - n : p]), {})
+            seen.pop(ids[p], None)
+            seen[ids[p]] = None
+
+
+def _processors_applied(logits_processor):
+    """``logits_processor`` as a function of ``(input_ids, scores)``. A ``LogitsProcessorList`` inspects each
+    processor's signature on every call (for extra keyword arguments, which this loop never passes): about 3 µs a
+    processor, a few hundred times a reply. When no processor takes more than ``(input_ids, scores)``, they are
+    applied directly, in order; otherwise the list is kept, to raise its own error."""
+    processors = list(logits_processor)
+    if any(len(inspect.signature(p.__call__).parameters) > 2 for p in processors):
+        return logits_processor
+
+    def apply(input_ids, scores):
+        for p in processors:
+            scores = p(input_ids, scores)
+        return scores
+
+    return apply
+
+
 class NgramMemory:
-    """N-gram → next-token table over recent replies, a draft source for :class:`SignalLookupDecoding`.
+    """N-gram → next-tokens table over recent replies, a draft source for :class:`SignalLookupDecoding`.
+
+    ``table[ngram]`` holds every token seen after ``ngram`` in the remembered replies, in the order of their most
+    recent occurrence (the latest last): replies share their frames ("Here is a ... at the ... on a ...") and differ
+    in the words they copy from their requests, so the drafter picks, among the tokens that followed, one the
+    current request holds.
 
     It holds the last ``size`` to ``2 * size`` replies: when a reply makes more than ``2 * size``, all but the last
     ``size`` are dropped and the table rebuilt, so adding a reply costs its own n-grams plus, amortised, about as
@@ -70,7 +108,7 @@ class NgramMemory:
             raise ValueError(f"`size` must be >= 0 and `max_ngram` >= 1, got {size} and {max_ngram}")
         self.size, self.max_ngram = int(size), int(max_ngram)
         self.replies: deque[list[int]] = deque()
-        self.table: Table = {}
+        self.table: Successors = {}
 
     def add(self, reply: list[int]) -> None:
         """Remember ``reply`` (token ids, with the eos if it ended with one)."""
@@ -82,9 +120,9 @@ class NgramMemory:
                 self.replies.popleft()
             self.table = {}
             for r in self.replies:
-                _index(self.table, r, 1, self.max_ngram)
+                _index_successors(self.table, r, self.max_ngram)
         else:
-            _index(self.table, self.replies[-1], 1, self.max_ngram)
+            _index_successors(self.table, self.replies[-1], self.max_ngram)
 
     def clear(self) -> None:
         self.replies.clear()
@@ -141,28 +179,59 @@ class SignalLookupDecoding:
         self.never_copied = frozenset(never_copied)
 
     def draft(self, ids: list[int], table: Table, budget: int, eos: set[int]) -> list[int]:
-        """Up to ``budget`` tokens likely to follow ``ids`` (``table`` indexes ``ids``' own n-grams)."""
+        """Up to ``budget`` tokens likely to follow ``ids`` (``table`` indexes ``ids``' own n-grams).
+
+        At each position: the forced rest of a started signal group; else, from the longest n-gram of the memory
+        that was followed by a word the request still has to give (a prompt token, ``never_copied`` aside, used
+        fewer times in the reply so far than in the prompt), that word (the earliest in the prompt); else the
+        longest match's successor: the memory's most recent one, or the sequence's at equal length when the
+        memory has none. Below the longest match, single tokens are not searched for asked-for words.
+        """
         out: list[int] = []
         ngram_left = self.num_draft_tokens
         memory = self.memory.table if self.memory is not None else {}
+        start = self.signal.prompt_length
+        first: dict[int, int] = {}
+        unused: dict[int, int] = {}
+        for i, t in enumerate(ids[:start]):
+            if t not in self.never_copied:
+                first.setdefault(t, i)
+                unused[t] = unused.get(t, 0) + 1
+        for t in ids[start:]:
+            if t in unused:
+                unused[t] -= 1
         while len(out) < budget:
             tail = (ids[-self.max_ngram :] + out)[-self.max_ngram :]
-            nxt = self.signal.forced_after(tail[-1]) if len(ids) + len(out) > self.signal.prompt_length else None
+            nxt = self.signal.forced_after(tail[-1]) if len(ids) + len(out) > start else None
             if nxt is None:
                 if ngram_left == 0:
                     break
-                for n in range(min(self.max_ngram, len(tail)), 0, -1):
-                    key = tuple(tail[-n:])
-                    nxt = memory.get(key, table.get(key))
-                    if nxt is not None:
-                        break
+                nxt = self._next(tail, table, memory, unused, first)
                 if nxt is None:
                     break
                 ngram_left -= 1
             out.append(nxt)
+            if nxt in unused:
+                unused[nxt] -= 1
             if nxt in eos:
                 break
         return out
+
+    def _next(self, tail: list[int], table: Table, memory: Successors, unused: dict[int, int], first: dict[int, int]) -> int | None:
+        """The n-gram draft token after ``tail`` (see :meth:`draft`), or ``None``."""
+        fallback = None
+        for n in range(min(self.max_ngram, len(tail)), 0, -1):
+            key = tuple(tail[-n:])
+            seen = memory.get(key)
+            # Below the longest match, only n-grams of two tokens or more: after a lone " a", a reply's colour word
+            # is as likely a background's ("on a black background") as the shape's.
+            if seen and (fallback is None or n >= 2):
+                wanted = [t for t in seen if unused.get(t, 0) > 0]
+                if wanted:
+                    return min(wanted, key=first.__getitem__)
+            if fallback is None:
+                fallback = next(reversed(seen)) if seen else table.get(key)
+        return fallback
 
     @torch.no_grad()
     def __call__(
@@ -182,6 +251,7 @@ class SignalLookupDecoding:
         if mask is not None and not bool(mask.all()):
             raise ValueError("SignalLookupDecoding does not support padding: pass an attention mask of ones or none")
         cache = model_kwargs["cache"]
+        logits_processor = _processors_applied(logits_processor)
         want_hidden = generation_config.output_hidden_states
         eos = generation_config.eos_token_id
         eos = set() if eos is None else {int(t) for t in (eos if isinstance(eos, (list, tuple)) else [eos])}
