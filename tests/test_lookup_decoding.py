@@ -121,8 +121,9 @@ def test_draft_sources_in_order():
     ids = [5, 8, 3, 1, 900]  # prompt [5, 8, 3, 1], then a group's first token
     assert decoding.draft(ids, seq, budget=10, eos={2}) == [901, 902]  # forced; then nothing matches "902"
     assert decoding.draft([1, 5], seq, budget=10, eos={2}) == [6, 7, 2]  # the memory, up to its eos
-    assert decoding.draft([1, 5], {(5,): 8}, budget=10, eos={2}) == [6, 7, 2]  # equally long: the memory's
-    assert decoding.draft([1, 5], {(5,): 8, (1, 5): 9}, budget=10, eos={2}) == [9]  # longer: the sequence's
+    assert decoding.draft([1, 5], {(5,): 8}, budget=10, eos={2}) == [6, 7, 2]  # the memory's before the sequence's,
+    assert decoding.draft([1, 5], {(5,): 8, (1, 5): 9}, budget=10, eos={2}) == [6, 7, 2]  # even when shorter
+    assert decoding.draft([1, 4], {(4,): 8}, budget=10, eos={2}) == [8]  # the sequence's where the memory has none
     assert decoding.draft([1, 5], seq, budget=1, eos={2}) == [6]
 
 
@@ -149,9 +150,14 @@ def test_memory_drafts_the_words_the_request_gives():
     memory.add([7, 5, 6, 13, 2])
     memory.add([1, 5, 6, 12, 2])
     assert draft([30, 13, 32, 3], [1, 5]) == [6, 13, 2]
-    # ... but not a lone token's: (9, 6) only saw 15, and (6,)'s 12 and 13 are not searched.
+    # ... but not a lone token's: (9, 6) only saw 15, and (6,)'s 12 and 13 are not searched (6 is in most replies:
+    # a frame word, followed by different slots in different frames) ...
     memory.add([9, 6, 15, 2])
     assert draft([30, 13, 32, 3], [9]) == [6, 15, 2]
+    # ... unless it is rare in the memory: 9 is in 3 of 9 replies, and (9,) saw 41 and 43.
+    memory.add([40, 9, 41, 2])
+    memory.add([42, 9, 43, 2])
+    assert draft([30, 43, 32, 3], [40, 9]) == [43, 2]
 
 
 def test_memory_keeps_recent_replies():
@@ -160,12 +166,13 @@ def test_memory_keeps_recent_replies():
         memory.add(r)
     # The fifth reply makes more than 2 * size: all but the last `size` are dropped, [7, 8] and [9, 1, 7] remain.
     assert len(memory) == 2 and list(memory.table[(1,)]) == [7] and (5,) not in memory.table and list(memory.table[(9, 1)]) == [7]
+    assert memory.replies_with == {7: 2, 8: 1, 9: 1, 1: 1}
     memory.add([7, 9])
     assert list(memory.table[(7,)]) == [8, 9]  # every successor, the most recent last
     memory.add([7, 8])
     assert list(memory.table[(7,)]) == [9, 8]
     memory.clear()
-    assert len(memory) == 0 and memory.table == {}
+    assert len(memory) == 0 and memory.table == {} and memory.replies_with == {}
     with pytest.raises(ValueError, match="size"):
         NgramMemory(-1)
 

@@ -14,10 +14,9 @@ the fewer forwards the better. :class:`SignalLookupDecoding` drafts from three s
    was followed by "red", "blue", "green"...; a request for a green square drafts "green");
 3. n-grams of the sequence so far (prompt and reply: replies copy the request's words).
 
-The longest matching n-gram wins, the memory's before the sequence's at equal length (the memory knows how replies
-go on, the request only which words they copy; it took fewer forwards on anygen-tiny's validation dialogues). Taking
-the request's words from the memory's successors cut the forwards of a text → image reply from 8.1 to 5.6
-(``benchmarks/anygen.py --breakdown``).
+The memory's n-grams come first, and the sequence's only where the memory has none (the memory knows how replies go
+on, the request only which words they copy); taking the request's words from the memory's successors cut the
+forwards of a text → image request from 8.1 to 5.3 (``benchmarks/anygen.py --breakdown``).
 Verification is sequential greedy: the processors see each position once, with exactly the ids they would see
 decoding step by step, and the first draft token that differs from the greedy choice ends the check (the greedy
 token is kept). The last hidden layer the output projectors read comes from one pass over the whole reply after the
@@ -92,7 +91,8 @@ class NgramMemory:
     ``table[ngram]`` holds every token seen after ``ngram`` in the remembered replies, in the order of their most
     recent occurrence (the latest last): replies share their frames ("Here is a ... at the ... on a ...") and differ
     in the words they copy from their requests, so the drafter picks, among the tokens that followed, one the
-    current request holds.
+    current request holds. ``replies_with[token]`` counts the remembered replies that hold ``token``: one in most
+    of them is a word of the frame, not of a slot.
 
     It holds the last ``size`` to ``2 * size`` replies: when a reply makes more than ``2 * size``, all but the last
     ``size`` are dropped and the table rebuilt, so adding a reply costs its own n-grams plus, amortised, about as
@@ -109,6 +109,7 @@ class NgramMemory:
         self.size, self.max_ngram = int(size), int(max_ngram)
         self.replies: deque[list[int]] = deque()
         self.table: Successors = {}
+        self.replies_with: dict[int, int] = {}
 
     def add(self, reply: list[int]) -> None:
         """Remember ``reply`` (token ids, with the eos if it ended with one)."""
@@ -118,15 +119,20 @@ class NgramMemory:
         if len(self.replies) > 2 * self.size:
             while len(self.replies) > self.size:
                 self.replies.popleft()
-            self.table = {}
+            self.table, self.replies_with = {}, {}
             for r in self.replies:
-                _index_successors(self.table, r, self.max_ngram)
+                self._index(r)
         else:
-            _index_successors(self.table, self.replies[-1], self.max_ngram)
+            self._index(self.replies[-1])
+
+    def _index(self, reply: list[int]) -> None:
+        _index_successors(self.table, reply, self.max_ngram)
+        for t in set(reply):
+            self.replies_with[t] = self.replies_with.get(t, 0) + 1
 
     def clear(self) -> None:
         self.replies.clear()
-        self.table = {}
+        self.table, self.replies_with = {}, {}
 
     def __len__(self) -> int:
         return len(self.replies)
@@ -181,18 +187,13 @@ class SignalLookupDecoding:
     def draft(self, ids: list[int], table: Table, budget: int, eos: set[int]) -> list[int]:
         """Up to ``budget`` tokens likely to follow ``ids`` (``table`` indexes ``ids``' own n-grams).
 
-        At each position: the forced rest of a started signal group; else, from the longest n-gram of the memory
-        that was followed by a word the request still has to give (a prompt token, ``never_copied`` aside, used
-        fewer times in the reply so far than in the prompt), that word (the earliest in the prompt); else the
-        longest match's successor: the memory's most recent one, or the sequence's at equal length when the
-        memory has none. Below the longest match, single tokens are not searched for asked-for words.
+        At each position: the forced rest of a started signal group; else an n-gram draft (:meth:`_next`).
         """
         out: list[int] = []
         ngram_left = self.num_draft_tokens
-        memory = self.memory.table if self.memory is not None else {}
         start = self.signal.prompt_length
-        first: dict[int, int] = {}
-        unused: dict[int, int] = {}
+        first: dict[int, int] = {}  # token → its first position in the prompt
+        unused: dict[int, int] = {}  # token → how many more times the prompt holds it than the reply
         for i, t in enumerate(ids[:start]):
             if t not in self.never_copied:
                 first.setdefault(t, i)
@@ -206,7 +207,7 @@ class SignalLookupDecoding:
             if nxt is None:
                 if ngram_left == 0:
                     break
-                nxt = self._next(tail, table, memory, unused, first)
+                nxt = self._next(tail, table, unused, first)
                 if nxt is None:
                     break
                 ngram_left -= 1
@@ -217,21 +218,37 @@ class SignalLookupDecoding:
                 break
         return out
 
-    def _next(self, tail: list[int], table: Table, memory: Successors, unused: dict[int, int], first: dict[int, int]) -> int | None:
-        """The n-gram draft token after ``tail`` (see :meth:`draft`), or ``None``."""
+    def _next(self, tail: list[int], table: Table, unused: dict[int, int], first: dict[int, int]) -> int | None:
+        """The n-gram draft token after ``tail``, or ``None``.
+
+        The memory's n-grams first, the longest first: the first one followed by a word the request still has to
+        give (a prompt token, ``never_copied`` aside, that the reply holds fewer times than the prompt) gives that
+        word, the earliest in the prompt. A single token is searched so only when nothing longer matched, or when
+        it is rare in the memory (in fewer than half of its replies): after a frame word like " a" a reply's next
+        word may fill one of several slots (a shape's size, a background's colour), after "red" only one. No
+        asked-for word: the longest match's most recent successor. No match in the memory: the sequence's longest
+        n-gram (the memory knows how replies go on, the request only which words they copy).
+        """
+        memory = self.memory.table if self.memory is not None else {}
+        rare = self.memory is not None and 2 * self.memory.replies_with.get(tail[-1], 0) < len(self.memory)
         fallback = None
         for n in range(min(self.max_ngram, len(tail)), 0, -1):
-            key = tuple(tail[-n:])
-            seen = memory.get(key)
-            # Below the longest match, only n-grams of two tokens or more: after a lone " a", a reply's colour word
-            # is as likely a background's ("on a black background") as the shape's.
-            if seen and (fallback is None or n >= 2):
+            seen = memory.get(tuple(tail[-n:]))
+            if not seen:
+                continue
+            if fallback is None or n >= 2 or rare:
                 wanted = [t for t in seen if unused.get(t, 0) > 0]
                 if wanted:
                     return min(wanted, key=first.__getitem__)
             if fallback is None:
-                fallback = next(reversed(seen)) if seen else table.get(key)
-        return fallback
+                fallback = next(reversed(seen))
+        if fallback is not None:
+            return fallback
+        for n in range(min(self.max_ngram, len(tail)), 0, -1):
+            nxt = table.get(tuple(tail[-n:]))
+            if nxt is not None:
+                return nxt
+        return None
 
     @torch.no_grad()
     def __call__(
