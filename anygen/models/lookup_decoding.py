@@ -71,8 +71,9 @@ def _index_successors(table: Successors, ids: list[int], max_ngram: int) -> None
 def _processors_applied(logits_processor):
     """``logits_processor`` as a function of ``(input_ids, scores)``. A ``LogitsProcessorList`` inspects each
     processor's signature on every call (for extra keyword arguments, which this loop never passes): ~10 µs a
-    processor at every position checked, ~0.3 ms a text → image reply of anygen-tiny. When no processor takes more than ``(input_ids, scores)``, they are
-    applied directly, in order; otherwise the list is kept, to raise its own error."""
+    processor at every position checked, ~0.3 ms a text → image reply of anygen-tiny. When no processor takes more
+    than ``(input_ids, scores)``, they are applied directly, in order; otherwise the list is kept, to raise its own
+    error."""
     processors = list(logits_processor)
     if any(len(inspect.signature(p.__call__).parameters) > 2 for p in processors):
         return logits_processor
