@@ -116,7 +116,9 @@ def pipeline_inputs(d) -> tuple[list[dict[str, str]], dict[str, list | None], li
     last = max(i for i, m in enumerate(msgs) if m.role == "user")
     history = [{"role": m.role, "content": m.content} for m in msgs[: last + 1]]
     attached = [x for m in msgs[: last + 1] if m.role == "user" for x in m.media]
-    media = {f"{m}s": [medium_for_pipeline(x) for x in attached if x.modality == m] or None for m in ("image", "video", "audio")}
+    media = {
+        f"{m}s": [medium_for_pipeline(x) for x in attached if x.modality == m] or None for m in ("image", "video", "audio")
+    }
     return history, media, attached
 
 

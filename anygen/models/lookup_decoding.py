@@ -122,11 +122,11 @@ class NgramMemory:
                 self.replies.popleft()
             self.table, self.replies_with = {}, {}
             for r in self.replies:
-                self._index(r)
+                self._learn(r)
         else:
-            self._index(self.replies[-1])
+            self._learn(self.replies[-1])
 
-    def _index(self, reply: list[int]) -> None:
+    def _learn(self, reply: list[int]) -> None:
         _index_successors(self.table, reply, self.max_ngram)
         for t in set(reply):
             self.replies_with[t] = self.replies_with.get(t, 0) + 1

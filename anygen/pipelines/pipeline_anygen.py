@@ -920,7 +920,8 @@ class AnyGenPipeline(DiffusionPipeline):
 
         In inference mode rather than ``no_grad``: the backbone's forwards are many and small, and skipping
         autograd's version counting and view tracking makes each faster (a one-token forward of anygen-tiny:
-        3.8 → 3.5 ms, ``benchmarks/anygen.py --breakdown``). Nothing made here is updated in place afterwards (the conditioning is only read).
+        3.8 → 3.5 ms, ``benchmarks/anygen.py --breakdown``). Nothing made here is updated in place afterwards (the
+        conditioning is only read).
         """
         # 2. Encode attached media and splice them at their placeholders
         input_ids, inputs_embeds = self.splice(call.ids, self.encode_media(call.media))
