@@ -79,6 +79,21 @@ def test_chat_template_expands_markers_and_masks_assistant(tok):
         tok.apply_chat_template([{"role": "robot", "content": "hi"}], tokenize=False)
 
 
+def test_chat_template_reads_a_bracketed_word_as_the_word(tok):
+    # "(big)" in a request is the word " big" between brackets, not the bytes "b", "ig" (the corpus has sizes only
+    # after a space); replies are fed as written.
+    def user_ids(content):
+        ids = tok.apply_chat_template([{"role": "user", "content": content}], tokenize=True, return_dict=True)["input_ids"]
+        return tok.convert_ids_to_tokens(ids)
+
+    word = tok.convert_ids_to_tokens(tok(" big", add_special_tokens=False).input_ids)
+    assert tok.convert_ids_to_tokens(tok("(big)", add_special_tokens=False).input_ids)[1:-1] != word  # unspaced
+    assert user_ids("a red circle (big)")[-3 - len(word) : -3] == word  # before ")", "<|end|>", "\n"
+    assert user_ids("a red circle (big)") == user_ids("a red circle ( big)")
+    text = tok.apply_chat_template([{"role": "assistant", "content": "a tone (220 Hz)."}], tokenize=False)
+    assert "a tone (220 Hz)." in text
+
+
 def test_tokenizer_save_load_and_k_is_configurable(tmp_path):
     corpus = list(world_corpus(dialogues_per_task=5))
     tok = build_tokenizer({"image": 2, "audio": 3}, vocab_size=400, corpus=corpus)

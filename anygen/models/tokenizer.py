@@ -88,8 +88,21 @@ def collapse_signal_groups(text: str, k: dict[str, int]) -> str:
     return text
 
 
+def space_brackets(text: str) -> str:
+    """``text`` with one space after every ``(``, as the chat template writes user and system turns.
+
+    Byte-level BPE learns a word twice: with its leading space ("Ġbig") and, only if the corpus has it, without.
+    The world's requests put a colour in brackets ("a circle (yellow)") but never a size, so "(big)" in a request
+    fell apart into "(", "b", "ig", ")" and was read as any size (t2i misses on val, see the README). With the
+    space every bracketed word is the token it is everywhere else. Replies are left as they are, so decoded
+    output is unchanged.
+    """
+    return text.replace("( ", "(").replace("(", "( ")
+
+
 def world_corpus(dialogues_per_task: int = 400, seed: int = 0) -> Iterator[str]:
-    """Every message of ``dialogues_per_task`` train-split dialogues of every task, placeholders and markers removed."""
+    """Every message of ``dialogues_per_task`` train-split dialogues of every task, placeholders and markers removed
+    (user turns with :func:`space_brackets`, as the chat template feeds them)."""
     from ..world import TASKS, make_dialogue
 
     strip = re.compile("|".join(re.escape(t) for t in [*PLACEHOLDERS.values(), *MARKERS.values()]))
@@ -97,11 +110,13 @@ def world_corpus(dialogues_per_task: int = 400, seed: int = 0) -> Iterator[str]:
     for task in TASKS:
         for _ in range(dialogues_per_task):
             for msg in make_dialogue(task, rng, "train").messages:
-                yield strip.sub("", msg.content)
+                text = strip.sub("", msg.content)
+                yield text if msg.role == "assistant" else space_brackets(text)
 
 
 def chat_template(k: dict[str, int]) -> str:
-    """The Jinja chat template: role headers, ``<|end|>`` after every turn, markers expanded to groups.
+    """The Jinja chat template: role headers, ``<|end|>`` after every turn, markers expanded to groups, and user
+    and system turns through :func:`space_brackets`.
 
     The assistant content sits in ``{% generation %}`` so ``return_assistant_tokens_mask=True`` marks the
     tokens a training loss should read.
@@ -117,7 +132,8 @@ def chat_template(k: dict[str, int]) -> str:
         "{{- '<|assistant|>\\n' -}}{%- generation -%}{{- message['content']" + expand + " + eos_token -}}"
         "{%- endgeneration -%}{{- '\\n' -}}"
         "{%- else -%}"
-        "{{- '<|' + message['role'] + '|>\\n' + message['content'] + eos_token + '\\n' -}}"
+        "{{- '<|' + message['role'] + '|>\\n' + message['content']|replace('( ', '(')|replace('(', '( ') + eos_token"
+        " + '\\n' -}}"
         "{%- endif -%}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"
