@@ -21,6 +21,7 @@ from anygen.models.tokenizer import (
     collapse_signal_groups,
     expand_signal_markers,
     signal_groups,
+    space_brackets,
     world_corpus,
 )
 from anygen.testing import tiny_tokenizer
@@ -92,6 +93,10 @@ def test_chat_template_reads_a_bracketed_word_as_the_word(tok):
     assert user_ids("a red circle (big)") == user_ids("a red circle ( big)")
     text = tok.apply_chat_template([{"role": "assistant", "content": "a tone (220 Hz)."}], tokenize=False)
     assert "a tone (220 Hz)." in text
+    # The template's Jinja and space_brackets (which prepares the BPE corpus) write the same text.
+    for content in ["a (big) ((red)) circle", "( on black)", "no brackets", "(x"]:
+        text = tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
+        assert f"<|user|>\n{space_brackets(content)}<|end|>" in text, content
 
 
 def test_tokenizer_save_load_and_k_is_configurable(tmp_path):

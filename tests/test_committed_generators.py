@@ -31,14 +31,19 @@ def _judged_ok(judge, outputs, media) -> int:
     return sum(all(judged_matches(judge(o), m).values()) for o, m in zip(outputs, media))
 
 
+def _draw_one_object_scenes(pipe, split: str, n: int = 32):
+    """``n`` one-shape scenes of ``split`` (seeded) and the uint8 images ``pipe`` draws from their captions."""
+    rng = random.Random(0)
+    scenes = [sample_scene(rng, split, n_objects=1) for _ in range(n)]
+    out = pipe([s.caption() for s in scenes], num_inference_steps=20, guidance_scale=GUIDANCE, height=64, width=64,
+               output_type="np", generator=torch.Generator().manual_seed(0))
+    return (out.images * 255).round().astype("uint8"), scenes
+
+
 def test_image_generator_draws_its_captions():
     pipe = _load("image")
     assert type(pipe).__name__ == "StableDiffusionPipeline"
-    rng = random.Random(0)
-    scenes = [sample_scene(rng, "val", n_objects=1) for _ in range(32)]
-    out = pipe([s.caption() for s in scenes], num_inference_steps=20, guidance_scale=GUIDANCE, height=64, width=64,
-               output_type="np", generator=torch.Generator().manual_seed(0))
-    images = (out.images * 255).round().astype("uint8")
+    images, scenes = _draw_one_object_scenes(pipe, "val")
     assert images.shape == (32, 64, 64, 3)
     # all 32 (97.7 % of 128 one-object captions in benchmarks/generator_quality.py); the previous generator drew 30
     # (96.1 % of 128)
@@ -47,12 +52,7 @@ def test_image_generator_draws_its_captions():
 
 def test_image_generator_draws_held_out_pairs():
     # (colour, shape) pairs that no training caption of the generator held.
-    pipe = _load("image")
-    rng = random.Random(0)
-    scenes = [sample_scene(rng, "heldout", n_objects=1) for _ in range(32)]
-    out = pipe([s.caption() for s in scenes], num_inference_steps=20, guidance_scale=GUIDANCE, height=64, width=64,
-               output_type="np", generator=torch.Generator().manual_seed(0))
-    images = (out.images * 255).round().astype("uint8")
+    images, scenes = _draw_one_object_scenes(_load("image"), "heldout")
     # 29 of these 32 (89.8 % of 128 in benchmarks/generator_quality.py); the previous generator, whose UNet trained
     # 10000 steps over two restarted schedules, drew 21 (71.9 % of 128)
     assert _judged_ok(judge_image, images, scenes) >= 27
