@@ -1,7 +1,7 @@
 """How often the backbone's reply names what a generation request asks for, before any generator runs.
 
 For ``anygen eval``'s validation items of the given tasks (the same dialogues, ``--seeds`` drawn), decodes the
-reply with the pipeline's own greedy decoding (``AnyGenPipeline.generate_reply``; no media generated) and checks,
+reply with the pipeline's own steps 1–4 (its greedy decoding; no medium generated) and checks,
 with the parser ``anygen eval`` uses for image → text (``reply_names_medium``), that it names every attribute of
 every medium the reference reply makes and contradicts none. Where this is right, the generated image is judged
 right about as often as from the caption fed directly, so the text → image gap of ``anygen eval`` is mostly the
@@ -64,10 +64,7 @@ def main() -> int:
                 d = eval_dialogue(task, "val", seed, i)
                 history, media, _ = pipeline_inputs(d)
                 wanted = d.messages[len(history)].media
-                call = pipe._check_call(history, **media)
-                input_ids, embeds = pipe.splice(call.ids, pipe.encode_media(call.media))
-                text = pipe.tokenizer.decode(pipe.generate_reply(input_ids, embeds, call.max_new_tokens),
-                                             skip_special_tokens=True)
+                text, _ = pipe._write_reply(pipe._check_call(history, **media))  # steps 1-4 of a call, no media
                 ok = bool(wanted) and all(reply_names_medium(text, x) for x in wanted)
                 right += ok
                 n += 1
