@@ -38,6 +38,7 @@ from anygen.training.backbone import (
     noise_user_tokens,
     merged_backbone,
     stage_config,
+    unknown_words,
 )
 from anygen.training.recipe import load_recipe
 from anygen.world import make_dialogue
@@ -217,6 +218,48 @@ def test_user_token_noise_can_keep_the_attribute_words(pipe, recipe):
     cfg = copy.deepcopy(recipe.sections)
     cfg.setdefault("train", {}).setdefault("instruct", {})["user_token_noise_keep"] = "colours"
     with pytest.raises(AnyGenInputError, match="user_token_noise_keep"):
+        stage_config(dataclasses.replace(recipe, sections=cfg), "instruct")
+
+
+def test_unknown_word_noise_respells_request_words_only(pipe, recipe):
+    ds = dialogues(["multiturn", "edit", "i2t", "multi"], seed=2)
+    assert unknown_words(ds, 0.0, torch.Generator().manual_seed(0)) is ds
+    noisy = unknown_words(ds, 1.0, torch.Generator().manual_seed(0))
+    for d, n in zip(ds, noisy):
+        assert [m.role for m in n.messages] == [m.role for m in d.messages]
+        for m, k in zip(d.messages, n.messages):
+            assert k.media == m.media
+            if m.role == "assistant":
+                assert k.content == m.content  # the LM targets are never touched
+                continue
+            words, made_up = m.content.split(), k.content.split()
+            assert len(made_up) == len(words)
+            for w, u in zip(words, made_up):
+                if w.strip(".,?!;:").startswith("<"):
+                    assert u == w  # placeholders kept: the media still splice in
+                elif any(c.isalpha() for c in w):
+                    assert u != w
+    # The made-up words are spelled out by the tokenizer, as the evaluation's unseen words are, and the batch
+    # still holds every medium and signal group of the clean one.
+    batcher = DialogueBatcher(pipe, pack_length=256)
+    clean, spelled = batcher(ds), batcher(noisy)
+    user = ~clean["assistant_mask"]
+    assert (~spelled["assistant_mask"]).sum() > 1.3 * user.sum()
+    def same_rows(a, b):  # the same tensors, in any order: longer requests pack the dialogues differently
+        return len(a) == len(b) and all(any(torch.equal(x, y) for y in b) for x in a)
+
+    assert clean["media"].keys() == spelled["media"].keys() and clean["groups"].keys() == spelled["groups"].keys()
+    assert all(same_rows(spelled["media"][m]["tokens"], clean["media"][m]["tokens"]) for m in clean["media"])
+    assert all(same_rows(spelled["groups"][m]["target"], clean["groups"][m]["target"]) for m in clean["groups"])
+    again = unknown_words(ds, 1.0, torch.Generator().manual_seed(0))
+    assert [x.messages for x in again] == [x.messages for x in noisy]  # a resumed step redraws the same words
+    some = unknown_words(ds, 0.3, torch.Generator().manual_seed(1))
+    changed = [u != w for d, n in zip(ds, some) for m, k in zip(d.messages, n.messages) if m.role == "user"
+               for w, u in zip(m.content.split(), k.content.split()) if w.isalpha()]
+    assert 0.15 < sum(changed) / len(changed) < 0.45
+    cfg = copy.deepcopy(recipe.sections)
+    cfg.setdefault("train", {}).setdefault("instruct", {})["unknown_word_noise"] = 1.5
+    with pytest.raises(AnyGenInputError, match="unknown_word_noise"):
         stage_config(dataclasses.replace(recipe, sections=cfg), "instruct")
 
 

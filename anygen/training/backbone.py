@@ -37,6 +37,7 @@ reply to each first turn: routing (the right output modalities) and whether the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -86,6 +87,7 @@ COMMON_DEFAULTS = dict(
     lm_tokens="assistant",      # "assistant": every assistant token; "signal": the signal-group tokens only
     user_token_noise=0.0,       # probability of replacing each ordinary non-assistant token with a random one
     user_token_noise_keep="none",  # "attributes": never noise the world's attribute words (attribute_words())
+    unknown_word_noise=0.0,     # probability of replacing each word of a request with a made-up word (spelled)
     lm_weight=1.0,
     mse_weight=1.0,
     pack_length=256,            # dialogues packed into rows of this many positions (0: one padded row each)
@@ -126,6 +128,9 @@ def stage_config(recipe: Recipe, stage: str) -> dict:
         raise AnyGenInputError(f"{where} train: unknown parts {bad}; known: {list(TRAINABLE)}")
     if bad := [t for t in cfg["tasks"] if t not in TASKS]:
         raise AnyGenInputError(f"{where} tasks: unknown {bad}; known: {list(TASKS)}")
+    for key in ("user_token_noise", "unknown_word_noise"):
+        if not 0.0 <= cfg[key] <= 1.0:
+            raise AnyGenInputError(f"{where} {key} is a probability in [0, 1], got {cfg[key]!r}")
     if cfg["user_token_noise_keep"] not in NOISE_KEEP:
         raise AnyGenInputError(
             f"{where} user_token_noise_keep must be one of {NOISE_KEEP}, got {cfg['user_token_noise_keep']!r}"
@@ -409,6 +414,43 @@ def noise_user_tokens(batch: dict, tokenizer, p: float, generator: torch.Generat
     repl = ordinary[torch.randint(len(ordinary), ids.shape, generator=generator).to(ids.device)]
     batch["input_ids"] = torch.where(pick, repl, ids)
     return batch
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+
+
+def unknown_words(dialogues: list[Dialogue], p: float, generator: torch.Generator) -> list[Dialogue]:
+    """Copies of ``dialogues`` whose user turns have each word replaced, with probability ``p``, by a made-up one.
+
+    The evaluation's phrasings are held out of training, and some of their words never occur in a training
+    request ("What's depicted in this photo?", "explain this painting", "a square painted pink"): the tokenizer
+    spells them out in single characters, a run of tokens the backbone never saw, and a backbone trained from
+    scratch read them as anything ("depicted" as "centered"; "Explain this painting" as an edit). A random
+    lower-case word of 4-9 letters is spelled the same way, so training requests carry such runs too, with
+    the reply unchanged. Placeholders (``<image>``...) and replies are never touched; ``p = 0`` returns
+    ``dialogues`` as they are.
+    """
+    if p <= 0:
+        return dialogues
+    letters = "abcdefghijklmnopqrstuvwxyz"
+
+    def noise(text: str) -> str:
+        def one(m: re.Match) -> str:
+            if m.start() > 0 and text[m.start() - 1] == "<":  # a placeholder
+                return m.group(0)
+            if torch.rand((), generator=generator).item() >= p:
+                return m.group(0)
+            n = int(torch.randint(4, 10, (), generator=generator))
+            return "".join(letters[i] for i in torch.randint(len(letters), (n,), generator=generator).tolist())
+
+        return _WORD.sub(one, text)
+
+    return [
+        dataclasses.replace(d, messages=[
+            dataclasses.replace(m, content=noise(m.content)) if m.role == "user" else m for m in d.messages
+        ])
+        for d in dialogues
+    ]
 
 
 def _to(obj, device):
@@ -770,8 +812,9 @@ def _train_stage(recipe: Recipe, stage: str, resume: bool, max_steps: int | None
 
     def loss_fn(step):
         # Each process takes its share of the step's dialogues (all of them on a single process).
-        batch = batcher(dialogues(step)[accelerator.process_index :: accelerator.num_processes])
         noise = torch.Generator().manual_seed((recipe.seed * 1_000_003 + step) * 31 + _SALT[stage])
+        mine = dialogues(step)[accelerator.process_index :: accelerator.num_processes]
+        batch = batcher(unknown_words(mine, cfg["unknown_word_noise"], noise))
         out = system(noise_user_tokens(batch, pipe.tokenizer, cfg["user_token_noise"], noise, keep_ids))
         loss = cfg["lm_weight"] * out["lm"] + cfg["mse_weight"] * out["mse"]
         logs = {"lm": round(out["lm"].item(), 5), "mse": round(out["mse"].item(), 5), "acc": round(out["token_acc"].item(), 4)}
