@@ -424,10 +424,11 @@ def unknown_words(dialogues: list[Dialogue], p: float, generator: torch.Generato
 
     The evaluation's phrasings are held out of training, and some of their words never occur in a training
     request ("What's depicted in this photo?", "explain this painting", "a square painted pink"): the tokenizer
-    spells them out in single characters, a run of tokens the backbone never saw, and a backbone trained from
-    scratch read them as anything ("depicted" as "centered"; "Explain this painting" as an edit). A random
-    lower-case word of 4-9 letters is spelled the same way, so training requests carry such runs too, with
-    the reply unchanged. Placeholders (``<image>``...) and replies are never touched; ``p = 0`` returns
+    spells them out in single characters and short pieces, a run of tokens the backbone never saw, and a
+    backbone trained from scratch longer than the recipe's instruct stage answered them at random ("What's
+    depicted in this photo?" with the shape "at the center", "Explain this painting" as an edit; README). A
+    random lower-case word of 4-9 letters is spelled the same way, so training requests carry such runs too,
+    with the reply unchanged. Placeholders (``<image>``...) and replies are never touched; ``p = 0`` returns
     ``dialogues`` as they are.
     """
     if p <= 0:
