@@ -245,6 +245,7 @@ def test_unknown_word_noise_respells_request_words_only(pipe, recipe):
     clean, spelled = batcher(ds), batcher(noisy)
     user = ~clean["assistant_mask"]
     assert (~spelled["assistant_mask"]).sum() > 1.3 * user.sum()
+
     def same_rows(a, b):  # the same tensors, in any order: longer requests pack the dialogues differently
         return len(a) == len(b) and all(any(torch.equal(x, y) for y in b) for x in a)
 

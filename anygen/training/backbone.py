@@ -41,6 +41,7 @@ import dataclasses
 import json
 import re
 import shutil
+import string
 import time
 from pathlib import Path
 
@@ -433,7 +434,7 @@ def unknown_words(dialogues: list[Dialogue], p: float, generator: torch.Generato
     """
     if p <= 0:
         return dialogues
-    letters = "abcdefghijklmnopqrstuvwxyz"
+    letters = string.ascii_lowercase
 
     def noise(text: str) -> str:
         def one(m: re.Match) -> str:
