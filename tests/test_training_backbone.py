@@ -42,6 +42,7 @@ from anygen.training.backbone import (
 )
 from anygen.training.recipe import load_recipe
 from anygen.world import make_dialogue
+from anygen.world.spec import PITCHES
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -306,6 +307,26 @@ def test_stage_two_object_prob_reaches_the_training_dialogues(recipe):
 
     assert stage_config(recipe, "align-in")["two_object_prob"] is None  # default: the world's 0.3
     assert two_shape_share(1.0) == 1.0 and two_shape_share(0.0) == 0.0
+
+
+def test_stage_relative_edit_prob_reaches_the_training_dialogues(recipe):
+    def pitch_steps(relative_edit_prob):
+        """Sound → sound turns of one step's multi-turn dialogues that move the pitch by one step."""
+        cfg = {**stage_config(recipe, "instruct"), "tasks": ["multiturn"], "batch_size": 64,
+               "relative_edit_prob": relative_edit_prob}
+        pitches, steps = list(PITCHES), []
+        for d in dialogue_stream(recipe, "instruct", cfg, steps=4)(1):
+            media = [m for msg in d.messages for m in msg.media]
+            steps += [abs(pitches.index(a.pitch) - pitches.index(b.pitch)) == 1
+                      for a, b in zip(media, media[1:]) if a.modality == b.modality == "audio"]
+        return sum(steps) / len(steps)
+
+    assert stage_config(recipe, "instruct")["relative_edit_prob"] is None  # default: the world's mix of edits
+    assert pitch_steps(1.0) > 0.8 > 0.4 > pitch_steps(None)
+    cfg = copy.deepcopy(recipe.sections)
+    cfg.setdefault("train", {}).setdefault("instruct", {})["relative_edit_prob"] = 1.5
+    with pytest.raises(AnyGenInputError, match="relative_edit_prob"):
+        stage_config(dataclasses.replace(recipe, sections=cfg), "instruct")
 
 
 def test_packed_rows_equal_one_row_per_dialogue(pipe, recipe):

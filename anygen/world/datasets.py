@@ -21,7 +21,7 @@ from . import spec
 from .dialogue import HELDOUT_TASKS, TASKS, Dialogue, make_dialogue
 from .mel import log_mel
 from .render import render_audio, render_image, render_video
-from .scenes import SPLITS, check_two_object_prob, sample_clip, sample_scene, sample_sound
+from .scenes import SPLITS, check_mix_prob, check_two_object_prob, sample_clip, sample_scene, sample_sound
 
 DEFAULT_TASK_WEIGHTS: dict[str, float] = {
     "t2i": 2.0,
@@ -90,6 +90,8 @@ class DialogueDataset(_WorldDataset):
             ``tasks`` (default :data:`DEFAULT_TASK_WEIGHTS`).
         two_object_prob: share of two-shape scenes in text → image and image → text dialogues
             (default ``None``: the world's 0.3; see :func:`~anygen.world.make_dialogue`).
+        relative_edit_prob: share of multi-turn sound / clip edits that step the pitch or reverse the motion
+            (default ``None``: the world's mix; see :func:`~anygen.world.make_dialogue`).
     """
 
     def __init__(
@@ -100,10 +102,12 @@ class DialogueDataset(_WorldDataset):
         tasks: Sequence[str] | None = None,
         task_weights: Mapping[str, float] | Sequence[float] | None = None,
         two_object_prob: float | None = None,
+        relative_edit_prob: float | None = None,
     ):
         super().__init__(split, size, seed)
         check_two_object_prob(two_object_prob)
-        self.two_object_prob = two_object_prob
+        check_mix_prob("relative_edit_prob", relative_edit_prob)
+        self.two_object_prob, self.relative_edit_prob = two_object_prob, relative_edit_prob
         tasks = tuple(tasks) if tasks is not None else (HELDOUT_TASKS if split == "heldout" else TASKS)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
@@ -125,7 +129,7 @@ class DialogueDataset(_WorldDataset):
     def __getitem__(self, index: int) -> Dialogue:
         rng = self._rng(index)
         task = rng.choices(self.tasks, weights=self.task_weights)[0]
-        return make_dialogue(task, rng, self.split, self.two_object_prob)
+        return make_dialogue(task, rng, self.split, self.two_object_prob, self.relative_edit_prob)
 
 
 class ImageCaptionDataset(_WorldDataset):

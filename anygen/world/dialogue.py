@@ -27,6 +27,7 @@ from .scenes import (
     Clip,
     Scene,
     Sound,
+    check_mix_prob,
     check_two_object_prob,
     is_heldout,
     sample_clip,
@@ -151,6 +152,7 @@ class _Ctx:
     rng: random.Random
     split: str
     two_object_prob: float | None = None  # scenes drawn by t2i/i2t turns (sample_scene; None: the world's mix)
+    relative_edit_prob: float | None = None  # follow-up edits of a sound / clip that step it (None: the world's mix)
 
     @property
     def tsplit(self) -> str:
@@ -271,8 +273,11 @@ def _edit_scene(
     return new, text.fill(ctx.pick(family).text, **slots)
 
 
-def _edit_clip(ctx: _Ctx, clip: Clip, attr: str) -> tuple[Clip, str]:
-    """Change colour, shape, size or motion of a clip; returns the new clip and the command."""
+def _edit_clip(ctx: _Ctx, clip: Clip, attr: str, relative: bool = False) -> tuple[Clip, str]:
+    """Change colour, shape, size or motion of a clip; returns the new clip and the command.
+
+    ``relative`` (motion only): reverse the motion, asked for without naming the new direction.
+    """
     rng = ctx.rng
     slots: dict = {"it": _it(ctx, clip)}
     if attr == "color":
@@ -286,9 +291,9 @@ def _edit_clip(ctx: _Ctx, clip: Clip, attr: str) -> tuple[Clip, str]:
         new = dataclasses.replace(clip, size="large" if clip.size == "small" else "small")
     elif attr == "motion":
         opposite = {"right": "left", "left": "right", "up": "down", "down": "up"}[clip.motion]
-        value = rng.choice([m for m in spec.MOTIONS if m != clip.motion])
+        value = opposite if relative else rng.choice([m for m in spec.MOTIONS if m != clip.motion])
         new, family = dataclasses.replace(clip, motion=value), "edit_motion"
-        kinds = ("reverse",) if value == opposite and rng.random() < 0.4 else ("",)
+        kinds = ("reverse",) if relative or (value == opposite and rng.random() < 0.4) else ("",)
         slots.update(adv=rng.choice(text.MOTION_ADV[value]), part=rng.choice(text.MOTION_PART[value]),
                      dir=rng.choice((value, value + "ward")))
         return new, text.fill(ctx.pick(family, kinds=kinds).text, **slots)
@@ -297,14 +302,17 @@ def _edit_clip(ctx: _Ctx, clip: Clip, attr: str) -> tuple[Clip, str]:
     return new, text.fill(ctx.pick(family).text, **slots)
 
 
-def _edit_sound(ctx: _Ctx, sound: Sound, attr: str) -> tuple[Sound, str]:
-    """Change pitch, timbre or pattern of a tone; returns the new sound and the command."""
+def _edit_sound(ctx: _Ctx, sound: Sound, attr: str, relative: bool = False) -> tuple[Sound, str]:
+    """Change pitch, timbre or pattern of a tone; returns the new sound and the command.
+
+    ``relative`` (pitch only): one step up or down ("make it higher"), never to a named pitch.
+    """
     rng = ctx.rng
     slots: dict = {"it": _it(ctx, sound)}
     if attr == "pitch":
         order = list(spec.PITCHES)
         i = order.index(sound.pitch)
-        moves = [k for k, ok in (("higher", i + 1 < len(order)), ("lower", i > 0), ("to", True)) if ok]
+        moves = [k for k, ok in (("higher", i + 1 < len(order)), ("lower", i > 0), ("to", not relative)) if ok]
         kind = rng.choice(moves)
         value = {"higher": order[min(i + 1, len(order) - 1)], "lower": order[max(i - 1, 0)]}.get(kind)
         value = value or rng.choice([p for p in order if p != sound.pitch])
@@ -326,6 +334,10 @@ def _edit_sound(ctx: _Ctx, sound: Sound, attr: str) -> tuple[Sound, str]:
 def _edit_any(ctx: _Ctx, x: Medium, attached: bool = False) -> tuple[Medium, str]:
     if isinstance(x, Scene):
         return _edit_scene(ctx, x, ctx.rng.choice(("color", "shape", "size", "pos", "bg")), attached=attached)
+    # Only a training mix draws here: dialogues of the world's own mix (relative_edit_prob None) stay as they were.
+    if ctx.relative_edit_prob is not None and ctx.rng.random() < ctx.relative_edit_prob:
+        return _edit_clip(ctx, x, "motion", relative=True) if isinstance(x, Clip) else _edit_sound(
+            ctx, x, "pitch", relative=True)
     if isinstance(x, Clip):
         return _edit_clip(ctx, x, ctx.rng.choice(("color", "shape", "size", "motion")))
     return _edit_sound(ctx, x, ctx.rng.choice(("pitch", "timbre", "pattern")))
@@ -476,7 +488,10 @@ _GENERATORS = {
 }
 
 
-def make_dialogue(task: str, rng: random.Random, split: str, two_object_prob: float | None = None) -> Dialogue:
+def make_dialogue(
+    task: str, rng: random.Random, split: str, two_object_prob: float | None = None,
+    relative_edit_prob: float | None = None,
+) -> Dialogue:
     """Generate one dialogue of ``task``.
 
     Args:
@@ -489,6 +504,10 @@ def make_dialogue(task: str, rng: random.Random, split: str, two_object_prob: fl
         two_object_prob: probability that a scene the request draws or the user attaches (text → image,
             image → text) has two shapes; ``None`` keeps the world's mix (``TWO_OBJECT_PROB``, 0.3). A training
             knob: more two-shape scenes to read, the same dialogues otherwise. Edits always start from one shape.
+        relative_edit_prob: probability that a multi-turn follow-up edit of a sound or a clip is a relative step
+            (the pitch one step up or down, "make it higher"; the motion reversed, "make it go the other way")
+            rather than the world's mix of edits; ``None`` keeps the world's mix and draws nothing for it. A
+            training knob: a step needs the previous turn's value and the ladder, which a copy never shows.
 
     Returns:
         A :class:`Dialogue` that passes :meth:`Dialogue.validate`.
@@ -503,4 +522,5 @@ def make_dialogue(task: str, rng: random.Random, split: str, two_object_prob: fl
             f"or one of {HELDOUT_TASKS} for 'heldout'"
         )
     check_two_object_prob(two_object_prob)
-    return Dialogue(task, _GENERATORS[task](_Ctx(rng, split, two_object_prob)))
+    check_mix_prob("relative_edit_prob", relative_edit_prob)
+    return Dialogue(task, _GENERATORS[task](_Ctx(rng, split, two_object_prob, relative_edit_prob)))

@@ -196,9 +196,14 @@ def sample_shape(rng: random.Random, split: str = "train", **fixed) -> Shape:
 TWO_OBJECT_PROB = 0.3  # WORLD.md: a scene has one shape with probability 0.7
 
 
+def check_mix_prob(name: str, value: float | None) -> None:
+    """A training-mix probability (``two_object_prob``, ``relative_edit_prob``): in [0, 1], or None for the world's."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1] or None, got {value}")
+
+
 def check_two_object_prob(two_object_prob: float | None) -> None:
-    if two_object_prob is not None and not 0.0 <= two_object_prob <= 1.0:
-        raise ValueError(f"`two_object_prob` must be in [0, 1] or None, got {two_object_prob}")
+    check_mix_prob("two_object_prob", two_object_prob)
 
 
 def sample_scene(
