@@ -17,7 +17,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -25,20 +24,6 @@ from pathlib import Path
 import torch
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-
-def relative_step(before, after) -> str | None:
-    """``"higher"``/``"lower"`` for a one-step pitch change, ``"reverse"`` for a reversed motion, else None."""
-    from anygen.world import spec
-
-    if before.modality == after.modality == "audio" and dataclasses.replace(after, pitch=before.pitch) == before:
-        order = list(spec.PITCHES)
-        move = order.index(after.pitch) - order.index(before.pitch)
-        return {1: "higher", -1: "lower"}.get(move)
-    if before.modality == after.modality == "video" and dataclasses.replace(after, motion=before.motion) == before:
-        opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
-        return "reverse" if after.motion == opposite[before.motion] else None
-    return None
 
 
 def main() -> int:
@@ -62,7 +47,7 @@ def main() -> int:
     from anygen.apps.loading import load_pipeline
     from anygen.eval.evaluation import eval_dialogue, pipeline_inputs
     from anygen.eval.parse import parse_reply
-    from anygen.world import text
+    from anygen.world import relative_step, text
 
     try:
         pipe = load_pipeline(args.model)

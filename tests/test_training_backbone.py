@@ -41,8 +41,7 @@ from anygen.training.backbone import (
     unknown_words,
 )
 from anygen.training.recipe import load_recipe
-from anygen.world import make_dialogue
-from anygen.world.spec import PITCHES
+from anygen.world import make_dialogue, relative_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -314,11 +313,10 @@ def test_stage_relative_edit_prob_reaches_the_training_dialogues(recipe):
         """Sound → sound turns of one step's multi-turn dialogues that move the pitch by one step."""
         cfg = {**stage_config(recipe, "instruct"), "tasks": ["multiturn"], "batch_size": 64,
                "relative_edit_prob": relative_edit_prob}
-        pitches, steps = list(PITCHES), []
+        steps = []
         for d in dialogue_stream(recipe, "instruct", cfg, steps=4)(1):
             media = [m for msg in d.messages for m in msg.media]
-            steps += [abs(pitches.index(a.pitch) - pitches.index(b.pitch)) == 1
-                      for a, b in zip(media, media[1:]) if a.modality == b.modality == "audio"]
+            steps += [relative_step(a, b) is not None for a, b in zip(media, media[1:]) if a.modality == b.modality == "audio"]
         return sum(steps) / len(steps)
 
     assert stage_config(recipe, "instruct")["relative_edit_prob"] is None  # default: the world's mix of edits

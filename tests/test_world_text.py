@@ -25,6 +25,7 @@ from anygen.world import (
     VideoCaptionDataset,
     collate,
     make_dialogue,
+    relative_step,
     render_audio,
     render_image,
     render_video,
@@ -262,29 +263,34 @@ def test_dialogue_dataset_two_object_prob_sets_the_share_of_two_shape_scenes():
         DialogueDataset("train", 10, two_object_prob=1.5)
 
 
-def test_dialogue_dataset_relative_edit_prob_turns_sound_and_clip_edits_into_steps():
-    pitches = list(spec.PITCHES)
-    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+def test_relative_step_names_pitch_steps_and_reversals_only():
+    tone = Sound("high", "pure", "steady")
+    assert relative_step(tone, dataclasses.replace(tone, pitch="very high")) == "higher"
+    assert relative_step(tone, dataclasses.replace(tone, pitch="medium")) == "lower"
+    assert relative_step(tone, dataclasses.replace(tone, pitch="low")) is None  # two steps: a named pitch
+    assert relative_step(tone, dataclasses.replace(tone, pitch="very high", timbre="buzzy")) is None
+    clip = Clip("red", "circle", "small", "up")
+    assert relative_step(clip, dataclasses.replace(clip, motion="down")) == "reverse"
+    assert relative_step(clip, dataclasses.replace(clip, motion="left")) is None
+    assert relative_step(clip, tone) is None
 
+
+def test_dialogue_dataset_relative_edit_prob_turns_sound_and_clip_edits_into_steps():
     def step_shares(p):
         """Of consecutive same-kind media in multi-turn dialogues: the share one pitch step / one reversal apart."""
         steps, pairs = {"audio": 0, "video": 0}, {"audio": 0, "video": 0}
         for d in DialogueDataset("train", 300, seed=3, tasks=["multiturn"], relative_edit_prob=p):
             media = [m for msg in d.messages for m in msg.media]
             for a, b in zip(media, media[1:]):
-                if a.modality == b.modality == "audio":
-                    pairs["audio"] += 1
-                    steps["audio"] += (abs(pitches.index(a.pitch) - pitches.index(b.pitch)) == 1
-                                       and dataclasses.replace(b, pitch=a.pitch) == a)
-                elif a.modality == b.modality == "video":
-                    pairs["video"] += 1
-                    steps["video"] += b.motion == opposite[a.motion] and dataclasses.replace(b, motion=a.motion) == a
+                if a.modality == b.modality != "image":
+                    pairs[a.modality] += 1
+                    steps[a.modality] += relative_step(a, b) is not None
         return {k: steps[k] / pairs[k] for k in steps}
 
     world, forced = step_shares(None), step_shares(1.0)
     assert world["audio"] < 0.4 and world["video"] < 0.2  # the world's mix: a step is one edit among many
     assert forced["audio"] > 0.8 and forced["video"] > 0.8  # every edit a step; new media from "add" turns are not
-    default = DialogueDataset("train", 50, seed=3, tasks=["multiturn"])
+    default = DialogueDataset("train", 50, seed=3, tasks=["multiturn"])  # the world's mix, nothing drawn for it
     assert [d.to_chat() for d in default] == [d.to_chat() for d in DialogueDataset(
         "train", 50, seed=3, tasks=["multiturn"], relative_edit_prob=None)]
     with pytest.raises(ValueError, match="relative_edit_prob"):

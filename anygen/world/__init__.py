@@ -12,7 +12,19 @@ from .datasets import (
 from .dialogue import HELDOUT_TASKS, TASKS, Dialogue, Message, make_dialogue
 from .mel import log_mel, mel_to_audio
 from .render import render, render_audio, render_image, render_video
-from .scenes import SPLITS, Clip, Scene, Shape, Sound, is_heldout, sample_clip, sample_scene, sample_shape, sample_sound
+from .scenes import (
+    SPLITS,
+    Clip,
+    Scene,
+    Shape,
+    Sound,
+    is_heldout,
+    relative_step,
+    sample_clip,
+    sample_scene,
+    sample_shape,
+    sample_sound,
+)
 from .text import MARKERS, PLACEHOLDERS, TEMPLATE_SPLITS, frames, request_frames
 
 __all__ = [
@@ -23,6 +35,7 @@ __all__ = [
     "Clip",
     "Sound",
     "is_heldout",
+    "relative_step",
     "sample_shape",
     "sample_scene",
     "sample_clip",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from . import spec, text
 from .scenes import (
+    OPPOSITE_MOTION,
     SPLITS,
     Clip,
     Scene,
@@ -290,7 +291,7 @@ def _edit_clip(ctx: _Ctx, clip: Clip, attr: str, relative: bool = False) -> tupl
         family = "edit_size_up" if clip.size == "small" else "edit_size_down"
         new = dataclasses.replace(clip, size="large" if clip.size == "small" else "small")
     elif attr == "motion":
-        opposite = {"right": "left", "left": "right", "up": "down", "down": "up"}[clip.motion]
+        opposite = OPPOSITE_MOTION[clip.motion]
         value = opposite if relative else rng.choice([m for m in spec.MOTIONS if m != clip.motion])
         new, family = dataclasses.replace(clip, motion=value), "edit_motion"
         kinds = ("reverse",) if relative or (value == opposite and rng.random() < 0.4) else ("",)

@@ -6,6 +6,7 @@ are pure functions of it, so one ``(split, seed)`` always yields the same data.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -136,6 +137,23 @@ class Sound:
 
     def attributes(self) -> dict:
         return dict(pitch=self.pitch, timbre=self.timbre, pattern=self.pattern)
+
+
+OPPOSITE_MOTION: dict[str, str] = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def relative_step(before, after) -> str | None:
+    """The step that turns medium ``before`` into ``after`` without naming the new value, if it is one.
+
+    Returns ``"higher"`` / ``"lower"`` for a sound one pitch up / down, ``"reverse"`` for a clip moving the
+    opposite way, every other attribute kept; None otherwise (another edit, an unrelated medium).
+    """
+    if isinstance(before, Sound) and isinstance(after, Sound) and dataclasses.replace(after, pitch=before.pitch) == before:
+        order = list(spec.PITCHES)
+        return {1: "higher", -1: "lower"}.get(order.index(after.pitch) - order.index(before.pitch))
+    if isinstance(before, Clip) and isinstance(after, Clip) and dataclasses.replace(after, motion=before.motion) == before:
+        return "reverse" if after.motion == OPPOSITE_MOTION[before.motion] else None
+    return None
 
 
 def _check(name, value, allowed):
