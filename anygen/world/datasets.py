@@ -21,7 +21,7 @@ from . import spec
 from .dialogue import HELDOUT_TASKS, TASKS, Dialogue, make_dialogue
 from .mel import log_mel
 from .render import render_audio, render_image, render_video
-from .scenes import SPLITS, check_mix_prob, check_two_object_prob, sample_clip, sample_scene, sample_sound
+from .scenes import SPLITS, check_mix_prob, sample_clip, sample_scene, sample_sound
 
 DEFAULT_TASK_WEIGHTS: dict[str, float] = {
     "t2i": 2.0,
@@ -105,7 +105,7 @@ class DialogueDataset(_WorldDataset):
         relative_edit_prob: float | None = None,
     ):
         super().__init__(split, size, seed)
-        check_two_object_prob(two_object_prob)
+        check_mix_prob("two_object_prob", two_object_prob)
         check_mix_prob("relative_edit_prob", relative_edit_prob)
         self.two_object_prob, self.relative_edit_prob = two_object_prob, relative_edit_prob
         tasks = tuple(tasks) if tasks is not None else (HELDOUT_TASKS if split == "heldout" else TASKS)

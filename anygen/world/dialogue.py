@@ -29,7 +29,6 @@ from .scenes import (
     Scene,
     Sound,
     check_mix_prob,
-    check_two_object_prob,
     is_heldout,
     sample_clip,
     sample_scene,
@@ -522,6 +521,6 @@ def make_dialogue(
             f"Task {task!r} cannot involve a held-out (colour, shape) pair; use split 'train' or 'val', "
             f"or one of {HELDOUT_TASKS} for 'heldout'"
         )
-    check_two_object_prob(two_object_prob)
+    check_mix_prob("two_object_prob", two_object_prob)
     check_mix_prob("relative_edit_prob", relative_edit_prob)
     return Dialogue(task, _GENERATORS[task](_Ctx(rng, split, two_object_prob, relative_edit_prob)))

@@ -220,17 +220,13 @@ def check_mix_prob(name: str, value: float | None) -> None:
         raise ValueError(f"`{name}` must be in [0, 1] or None, got {value}")
 
 
-def check_two_object_prob(two_object_prob: float | None) -> None:
-    check_mix_prob("two_object_prob", two_object_prob)
-
-
 def sample_scene(
     rng: random.Random, split: str = "train", n_objects: int | None = None, two_object_prob: float | None = None
 ) -> Scene:
     """A random scene of ``split``: ``n_objects`` shapes if given, else two with probability ``two_object_prob``
     (``None``: the world's :data:`TWO_OBJECT_PROB`; a training knob, see :func:`~anygen.world.make_dialogue`)."""
     _check_split(split)
-    check_two_object_prob(two_object_prob)
+    check_mix_prob("two_object_prob", two_object_prob)
     bg = rng.choice(list(spec.BACKGROUNDS))
     p = TWO_OBJECT_PROB if two_object_prob is None else two_object_prob
     n = n_objects or (1 if rng.random() < 1.0 - p else 2)
