@@ -102,6 +102,25 @@ def test_every_family_split_is_disjoint_nonempty_and_stable():
         request_frames("image", "val")
 
 
+def test_i2t_trains_on_size_questions_the_eval_one_held_out():
+    train, evals = text.frames("describe_image", "train"), text.frames("describe_image", "eval")
+    assert "how big is the shape?" in evals and "how big is the shape?" not in train
+    size_questions = {"how large is it?", "is the shape big or small?", "what size is the shape in this {m}?"}
+    assert size_questions <= set(train)
+    rng, asked = random.Random(0), []
+    for _ in range(600):
+        d = make_dialogue("i2t", rng, "train")
+        request = d.messages[0].content.lower()
+        if any(q.split(" {m}")[0].rstrip("?") in request for q in size_questions):
+            asked.append(d)
+    assert len(asked) >= 15  # ~6 % of single-shape i2t requests
+    # answered with the caption, which names the shape's own size, whatever word the question used
+    assert {d.messages[0].media[0].objects[0].size for d in asked} == {"small", "large"}
+    for d in asked:
+        assert len(d.messages[0].media[0].objects) == 1
+        assert f" {d.messages[0].media[0].objects[0].size} " in d.messages[1].content
+
+
 def test_fill_drops_omitted_chunks_and_fixes_articles():
     assert text.fill("a[ {S}] {C} {H}[ {P}]", S=None, C="orange", H="circle", P="at the top") == (
         "an orange circle at the top"

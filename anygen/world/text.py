@@ -430,6 +430,10 @@ def _describe_image() -> list[Frame]:
                               "caption it", "what would be a good caption for this {m}?"])
         + _frames("single", ["what shape is this?", "what color is the shape?", "where is the shape?",
                              "what is the shape in this {m}?", "how big is the shape?"], "single")
+        # Size asked outright, train-only (3 frames, all hashed above EVAL_FRACTION): with no size question in
+        # training, the eval's "how big is the shape?" was answered "large" for every size (all i2t misses).
+        + _frames("size", ["how large is it?", "is the shape big or small?", "what size is the shape in this {m}?"],
+                  "single")
         + _frames("plural", ["what shapes are in this {m}?", "what objects do you see?", "which shapes are shown?",
                              "list everything in this {m}"])
     )
