@@ -327,6 +327,20 @@ def test_stage_relative_edit_prob_reaches_the_training_dialogues(recipe):
         stage_config(dataclasses.replace(recipe, sections=cfg), "instruct")
 
 
+def test_stage_multiturn_audio_prob_reaches_the_training_dialogues(recipe):
+    def sound_share(p):
+        cfg = {**stage_config(recipe, "instruct"), "tasks": ["multiturn"], "batch_size": 64, "multiturn_audio_prob": p}
+        dialogues = dialogue_stream(recipe, "instruct", cfg, steps=4)(1)
+        return sum(next(m for msg in d.messages for m in msg.media).modality == "audio" for d in dialogues) / 64
+
+    assert stage_config(recipe, "instruct")["multiturn_audio_prob"] is None  # default: the world's mix
+    assert sound_share(1.0) == 1.0 and sound_share(0.0) == 0.0
+    cfg = copy.deepcopy(recipe.sections)
+    cfg.setdefault("train", {}).setdefault("instruct", {})["multiturn_audio_prob"] = -1
+    with pytest.raises(AnyGenInputError, match="multiturn_audio_prob"):
+        stage_config(dataclasses.replace(recipe, sections=cfg), "instruct")
+
+
 def test_packed_rows_equal_one_row_per_dialogue(pipe, recipe):
     cfg = stage_config(recipe, "instruct")
     system = build_system(copy.deepcopy(pipe), cfg, "full").eval()

@@ -316,6 +316,22 @@ def test_dialogue_dataset_relative_edit_prob_turns_sound_and_clip_edits_into_ste
         DialogueDataset("train", 10, relative_edit_prob=-0.1)
 
 
+def test_dialogue_dataset_multiturn_audio_prob_sets_the_share_of_sound_dialogues():
+    def sound_share(p):
+        ds = DialogueDataset("train", 200, seed=4, tasks=["multiturn"], multiturn_audio_prob=p)
+        return sum(next(m for msg in d.messages for m in msg.media).modality == "audio" for d in ds) / len(ds)
+
+    assert sound_share(1.0) == 1.0 and sound_share(0.0) == 0.0
+    assert 0.2 < sound_share(None) < 0.45  # the world's mix: one first turn in three
+    default = DialogueDataset("train", 50, seed=4, tasks=["multiturn"])  # nothing drawn for the world's mix
+    assert [d.to_chat() for d in default] == [d.to_chat() for d in DialogueDataset(
+        "train", 50, seed=4, tasks=["multiturn"], multiturn_audio_prob=None)]
+    heldout = DialogueDataset("heldout", 30, seed=4, tasks=["multiturn"], multiturn_audio_prob=1.0)
+    assert all(m.modality != "audio" for d in heldout for m in d.messages[0].media + d.messages[1].media)
+    with pytest.raises(ValueError, match="multiturn_audio_prob"):
+        DialogueDataset("train", 10, multiturn_audio_prob=2.0)
+
+
 def test_caption_datasets_shapes_ranges_and_determinism():
     img = ImageCaptionDataset("train", 16, seed=1)
     item = img[3]

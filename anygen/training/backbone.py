@@ -80,6 +80,7 @@ COMMON_DEFAULTS = dict(
     task_weights=None,          # {task: weight}; default anygen.world.DEFAULT_TASK_WEIGHTS
     two_object_prob=None,       # share of two-shape scenes in t2i/i2t training dialogues; None: the world's 0.3
     relative_edit_prob=None,    # share of multi-turn sound/clip edits that step the pitch or reverse; None: world's
+    multiturn_audio_prob=None,  # share of multi-turn dialogues about a sound; None: the world's one in three
     dialogues=0,                # distinct training dialogues, cycled in seeded epochs; 0 = a fresh one every time
     backbone="auto",
     lora_r=16,
@@ -130,7 +131,7 @@ def stage_config(recipe: Recipe, stage: str) -> dict:
         raise AnyGenInputError(f"{where} train: unknown parts {bad}; known: {list(TRAINABLE)}")
     if bad := [t for t in cfg["tasks"] if t not in TASKS]:
         raise AnyGenInputError(f"{where} tasks: unknown {bad}; known: {list(TASKS)}")
-    for key in ("user_token_noise", "unknown_word_noise", "two_object_prob", "relative_edit_prob"):
+    for key in ("user_token_noise", "unknown_word_noise", "two_object_prob", "relative_edit_prob", "multiturn_audio_prob"):
         if cfg[key] is not None and not 0.0 <= cfg[key] <= 1.0:
             raise AnyGenInputError(f"{where} {key} is a probability in [0, 1], got {cfg[key]!r}")
     if cfg["user_token_noise_keep"] not in NOISE_KEEP:
@@ -656,7 +657,8 @@ def dialogue_stream(recipe: Recipe, stage: str, cfg: dict, steps: int):
     weights = cfg["task_weights"] or DEFAULT_TASK_WEIGHTS
     pool = cfg["dialogues"] or steps * bs
     ds = DialogueDataset("train", size=pool, seed=recipe.seed + _SALT[stage], tasks=cfg["tasks"], task_weights=weights,
-                         two_object_prob=cfg["two_object_prob"], relative_edit_prob=cfg["relative_edit_prob"])
+                         two_object_prob=cfg["two_object_prob"], relative_edit_prob=cfg["relative_edit_prob"],
+                         multiturn_audio_prob=cfg["multiturn_audio_prob"])
     perms: dict[int, torch.Tensor] = {}
 
     def index(e: int) -> int:

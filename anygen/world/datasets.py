@@ -92,6 +92,8 @@ class DialogueDataset(_WorldDataset):
             (default ``None``: the world's 0.3; see :func:`~anygen.world.make_dialogue`).
         relative_edit_prob: share of multi-turn sound / clip edits that step the pitch or reverse the motion
             (default ``None``: the world's mix; see :func:`~anygen.world.make_dialogue`).
+        multiturn_audio_prob: share of multi-turn dialogues about a sound (default ``None``: the world's one in
+            three; see :func:`~anygen.world.make_dialogue`).
     """
 
     def __init__(
@@ -103,11 +105,14 @@ class DialogueDataset(_WorldDataset):
         task_weights: Mapping[str, float] | Sequence[float] | None = None,
         two_object_prob: float | None = None,
         relative_edit_prob: float | None = None,
+        multiturn_audio_prob: float | None = None,
     ):
         super().__init__(split, size, seed)
         check_mix_prob("two_object_prob", two_object_prob)
         check_mix_prob("relative_edit_prob", relative_edit_prob)
+        check_mix_prob("multiturn_audio_prob", multiturn_audio_prob)
         self.two_object_prob, self.relative_edit_prob = two_object_prob, relative_edit_prob
+        self.multiturn_audio_prob = multiturn_audio_prob
         tasks = tuple(tasks) if tasks is not None else (HELDOUT_TASKS if split == "heldout" else TASKS)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
@@ -129,7 +134,8 @@ class DialogueDataset(_WorldDataset):
     def __getitem__(self, index: int) -> Dialogue:
         rng = self._rng(index)
         task = rng.choices(self.tasks, weights=self.task_weights)[0]
-        return make_dialogue(task, rng, self.split, self.two_object_prob, self.relative_edit_prob)
+        return make_dialogue(task, rng, self.split, self.two_object_prob, self.relative_edit_prob,
+                             self.multiturn_audio_prob)
 
 
 class ImageCaptionDataset(_WorldDataset):

@@ -153,6 +153,7 @@ class _Ctx:
     split: str
     two_object_prob: float | None = None  # scenes drawn by t2i/i2t turns (sample_scene; None: the world's mix)
     relative_edit_prob: float | None = None  # follow-up edits of a sound / clip that step it (None: the world's mix)
+    multiturn_audio_prob: float | None = None  # multi-turn dialogues about a sound (None: the world's mix)
 
     @property
     def tsplit(self) -> str:
@@ -445,6 +446,9 @@ def _multiturn(ctx: _Ctx) -> list[Message]:
     """2–3 user turns; later turns refer back to the last medium ("now make it bigger")."""
     rng = ctx.rng
     firsts = ("t2i", "t2v", "i2t", "v2t") if ctx.heldout else ("t2i", "t2v", "t2a", "i2t", "v2t", "a2t")
+    if ctx.multiturn_audio_prob is not None and not ctx.heldout:  # only a training mix draws here
+        audio = rng.random() < ctx.multiturn_audio_prob
+        firsts = tuple(f for f in firsts if (f in ("t2a", "a2t")) == audio)
     first = rng.choice(firsts)
     modality = {"i": "image", "v": "video", "a": "audio"}[first[-1] if first.startswith("t2") else first[0]]
     turn = _generate if first.startswith("t2") else _describe
@@ -490,7 +494,7 @@ _GENERATORS = {
 
 def make_dialogue(
     task: str, rng: random.Random, split: str, two_object_prob: float | None = None,
-    relative_edit_prob: float | None = None,
+    relative_edit_prob: float | None = None, multiturn_audio_prob: float | None = None,
 ) -> Dialogue:
     """Generate one dialogue of ``task``.
 
@@ -508,6 +512,10 @@ def make_dialogue(
             (the pitch one step up or down, "make it higher"; the motion reversed, "make it go the other way")
             rather than the world's mix of edits; ``None`` keeps the world's mix and draws nothing for it. A
             training knob: a step needs the previous turn's value and the ladder, which a copy never shows.
+        multiturn_audio_prob: probability that a multi-turn dialogue is about a sound (its first turn text → audio
+            or audio → text) rather than an image or a clip; ``None`` keeps the world's mix (one first turn in
+            three) and draws nothing for it. A training knob: sound follow-ups (pitch steps, "very" kept across
+            turns) are the rarest edits of the mix. Held-out dialogues have no sound turns and ignore it.
 
     Returns:
         A :class:`Dialogue` that passes :meth:`Dialogue.validate`.
@@ -523,4 +531,6 @@ def make_dialogue(
         )
     check_mix_prob("two_object_prob", two_object_prob)
     check_mix_prob("relative_edit_prob", relative_edit_prob)
-    return Dialogue(task, _GENERATORS[task](_Ctx(rng, split, two_object_prob, relative_edit_prob)))
+    check_mix_prob("multiturn_audio_prob", multiturn_audio_prob)
+    ctx = _Ctx(rng, split, two_object_prob, relative_edit_prob, multiturn_audio_prob)
+    return Dialogue(task, _GENERATORS[task](ctx))

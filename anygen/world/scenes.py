@@ -215,7 +215,7 @@ TWO_OBJECT_PROB = 0.3  # WORLD.md: a scene has one shape with probability 0.7
 
 
 def check_mix_prob(name: str, value: float | None) -> None:
-    """A training-mix probability (``two_object_prob``, ``relative_edit_prob``): in [0, 1], or None for the world's."""
+    """A training-mix probability (``two_object_prob``, ``relative_edit_prob``, ...): in [0, 1], or None for the world's."""
     if value is not None and not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be in [0, 1] or None, got {value}")
 
