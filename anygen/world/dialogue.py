@@ -515,7 +515,8 @@ def make_dialogue(
         multiturn_audio_prob: probability that a multi-turn dialogue is about a sound (its first turn text → audio
             or audio → text) rather than an image or a clip; ``None`` keeps the world's mix (one first turn in
             three) and draws nothing for it. A training knob: sound follow-ups (pitch steps, "very" kept across
-            turns) are the rarest edits of the mix. Held-out dialogues have no sound turns and ignore it.
+            turns) were half the multi-turn misses of the runs before it (README). Held-out dialogues have no
+            sound turns and ignore it.
 
     Returns:
         A :class:`Dialogue` that passes :meth:`Dialogue.validate`.
